@@ -1,0 +1,89 @@
+/**
+ * What a `maco` subcommand is: a name, its help text, its options (node:util parseArgs
+ * config) and a run function. A command reports bad usage or bad input by throwing
+ * `usageError`/`inputError` (exit 2) or `runFailed` (exit 1); `main.ts` turns each into one
+ * line on stderr, never a stack trace.
+ *
+ * @example
+ * export const hello: Command = {
+ *   name: 'hello', summary: 'say hello', usage: 'maco hello NAME',
+ *   options: {}, run: async ({ positionals }, io) => io.out(`hello ${positionals[0]}\n`),
+ * }
+ */
+import type { ParseArgsConfig } from 'node:util'
+
+export type OptionSpec = NonNullable<ParseArgsConfig['options']>
+
+export interface Parsed {
+  readonly values: Record<string, string | boolean | (string | boolean)[] | undefined>
+  readonly positionals: readonly string[]
+}
+
+export interface CommandIO {
+  /** Results: stdout. */
+  readonly out: (s: string) => void
+  /** Progress and logs: stderr. */
+  readonly err: (s: string) => void
+  readonly isTTY: boolean
+}
+
+export interface Command {
+  readonly name: string
+  readonly summary: string
+  readonly usage: string
+  /** Extra help lines: one per option, plus notes. */
+  readonly details?: string
+  readonly options: OptionSpec
+  readonly run: (args: Parsed, io: CommandIO) => Promise<void>
+}
+
+export class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 2,
+  ) {
+    super(message)
+  }
+}
+
+/** Wrong flags or arguments: exit 2. */
+export const usageError = (message: string): CliError => new CliError(message, 2)
+/** A file or value the user gave cannot be used: exit 2. */
+export const inputError = (message: string): CliError => new CliError(message, 2)
+/** The run itself failed: exit 1. */
+export const runFailed = (message: string): CliError => new CliError(message, 1)
+
+/** A string option, or a usage error naming it when absent. */
+export const requireString = (args: Parsed, name: string): string => {
+  const v = args.values[name]
+  if (typeof v !== 'string' || v === '') throw usageError(`missing --${name}`)
+  return v
+}
+
+export const optionalString = (args: Parsed, name: string): string | undefined => {
+  const v = args.values[name]
+  return typeof v === 'string' ? v : undefined
+}
+
+/** A numeric option (with a default), rejected with its name when not a finite number. */
+export const numberOption = (
+  args: Parsed,
+  name: string,
+  fallback: number,
+  check: (n: number) => boolean = () => true,
+): number => {
+  const v = args.values[name]
+  if (v === undefined) return fallback
+  const n = typeof v === 'string' ? Number(v) : NaN
+  if (!Number.isFinite(n) || !check(n)) throw usageError(`--${name} must be a valid number, got '${String(v)}'`)
+  return n
+}
+
+export const flag = (args: Parsed, name: string): boolean => args.values[name] === true
+
+/** Exactly `n` positional arguments, else a usage error that says what was expected. */
+export const positionals = (args: Parsed, n: number, what: string): readonly string[] => {
+  if (args.positionals.length !== n)
+    throw usageError(`expected ${what}, got ${args.positionals.length} argument(s)`)
+  return args.positionals
+}

@@ -1,0 +1,163 @@
+/**
+ * Decoding plain JSON (pipeline configs, dataset configs, stage parameters) with io-ts, with
+ * errors a user can act on: "spacing must be a positive number, got -1", "unknown option
+ * 'spacng' (options: spacing, mode)", never io-ts's raw context dump.
+ *
+ * @example
+ * const Params = t.type({ spacing: positive, mode: t.keyof({ bilinear: null, nearest: null }) })
+ * decodeStrict(Params)({ spacing: -1, mode: 'nearest' })
+ * // Left('spacing must be a positive number, got -1')
+ * decodeTagged('kind', { acdc: Acdc, folder: Folder })({ kind: 'acdc', root: 'data/acdc' })
+ */
+import * as E from 'fp-ts/lib/Either.js'
+import { pipe } from 'fp-ts/lib/function.js'
+import * as t from 'io-ts'
+
+/** A codec that narrows `base` by `ok`; `name` is what error messages say was expected. */
+export const refine = <A, O>(base: t.Type<A, O, unknown>, ok: (a: A) => boolean, name: string) =>
+  new t.Type<A, O, unknown>(
+    name,
+    (u): u is A => base.is(u) && ok(u),
+    (u, c) =>
+      pipe(
+        base.validate(u, c),
+        E.chain((a) => (ok(a) ? t.success(a) : t.failure(u, c))),
+      ),
+    base.encode,
+  )
+
+export const positive = refine(t.number, (n) => Number.isFinite(n) && n > 0, 'a positive number')
+export const positiveInt = refine(
+  t.number,
+  (n) => Number.isInteger(n) && n > 0,
+  'a whole number >= 1',
+)
+export const nonNegativeInt = refine(
+  t.number,
+  (n) => Number.isInteger(n) && n >= 0,
+  'a whole number >= 0',
+)
+export const nonEmptyString = refine(t.string, (s) => s.length > 0, 'a non-empty string')
+export const nonEmptyArray = <A, O>(item: t.Type<A, O, unknown>) =>
+  refine(t.array(item), (xs) => xs.length > 0, `a non-empty list of ${words(item)}s`)
+
+const PRIMITIVE_WORDS: Readonly<Record<string, string>> = {
+  number: 'a number',
+  string: 'a string',
+  boolean: 'true or false',
+  UnknownRecord: 'an object',
+  UnknownArray: 'a list',
+}
+
+const isLiteralUnion = (d: t.Decoder<unknown, unknown>): d is t.UnionType<t.LiteralC<string>[]> =>
+  d instanceof t.UnionType && d.types.every((m: unknown) => m instanceof t.LiteralType)
+
+/** What a codec expects, in words. */
+export const words = (d: t.Decoder<unknown, unknown>): string =>
+  d instanceof t.KeyofType
+    ? `one of ${Object.keys(d.keys)
+        .map((k) => JSON.stringify(k))
+        .join(', ')}`
+    : isLiteralUnion(d)
+      ? `one of ${d.types.map((m) => JSON.stringify(m.value)).join(', ')}`
+      : d instanceof t.ArrayType
+        ? `a list of ${words(d.type).replace(/^an? /, '')}s`
+        : (PRIMITIVE_WORDS[d.name] ?? d.name)
+
+const show = (u: unknown): string => {
+  const s = JSON.stringify(u) ?? String(u)
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
+/** One error as "path must be X, got Y", the path in the user's terms (no union member indices). */
+const describeError = (e: t.ValidationError): { path: string; text: string } => {
+  let path = ''
+  let expected = e.context[0]?.type
+  for (let i = 1; i < e.context.length; i++) {
+    const parent = e.context[i - 1].type
+    if (parent instanceof t.UnionType || parent instanceof t.IntersectionType) continue
+    const { key } = e.context[i]
+    path += /^\d+$/.test(key) ? `[${key}]` : path === '' ? key : `.${key}`
+    expected = e.context[i].type
+  }
+  const want = expected ? words(expected) : 'valid'
+  const text =
+    e.value === undefined
+      ? `${path || 'value'} is missing (expected ${want})`
+      : `${path || 'value'} must be ${want}, got ${show(e.value)}`
+  return { path, text }
+}
+
+/** io-ts errors as one line; one message per path (a failed union reports once). */
+export const describeErrors = (errors: t.Errors): string => {
+  const seen = new Map<string, string>()
+  for (const e of errors) {
+    const d = describeError(e)
+    if (!seen.has(d.path)) seen.set(d.path, d.text)
+  }
+  return [...seen.values()].join('; ')
+}
+
+/** The keys a codec for an object knows, or `undefined` when it cannot say (then any key goes). */
+export const knownKeys = (d: t.Decoder<unknown, unknown>): readonly string[] | undefined => {
+  if (d instanceof t.InterfaceType || d instanceof t.PartialType) return Object.keys(d.props)
+  if (d instanceof t.ExactType || d instanceof t.ReadonlyType || d instanceof t.RefinementType)
+    return knownKeys(d.type)
+  if (d instanceof t.IntersectionType) {
+    const parts = (d.types as t.Decoder<unknown, unknown>[]).map(knownKeys)
+    return parts.every((p) => p !== undefined) ? parts.flat() : undefined
+  }
+  return undefined
+}
+
+const unknownKeysError = (
+  u: unknown,
+  known: readonly string[] | undefined,
+  ignore: readonly string[],
+): string | undefined => {
+  if (known === undefined || typeof u !== 'object' || u === null || Array.isArray(u))
+    return undefined
+  const extra = Object.keys(u).filter((k) => !known.includes(k) && !ignore.includes(k))
+  if (extra.length === 0) return undefined
+  const list = known.length > 0 ? ` (options: ${known.join(', ')})` : ' (it takes none)'
+  return `unknown option${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')}${list}`
+}
+
+/**
+ * Decodes with `codec` and rejects keys it does not know (a typo is an error, not a silently
+ * ignored option). `ignore` lists keys that belong to the caller, such as a `kind` tag.
+ */
+export const decodeStrict =
+  <A>(codec: t.Decoder<unknown, A>, ignore: readonly string[] = []) =>
+  (u: unknown): E.Either<string, A> => {
+    const extra = unknownKeysError(u, knownKeys(codec), ignore)
+    return extra !== undefined ? E.left(extra) : pipe(codec.decode(u), E.mapLeft(describeErrors))
+  }
+
+/**
+ * Decodes an object whose `tag` key picks its codec: `{ kind: 'acdc', ... }`. Reports an
+ * unknown or missing tag by listing the known ones, then decodes strictly.
+ */
+type Decoded<D> = D extends t.Decoder<unknown, infer A> ? A : never
+
+export const decodeTagged =
+  <Codecs extends Readonly<Record<string, t.Decoder<unknown, unknown>>>>(
+    tag: string,
+    codecs: Codecs,
+  ) =>
+  (u: unknown): E.Either<string, { [K in keyof Codecs]: Decoded<Codecs[K]> }[keyof Codecs]> => {
+    const known = Object.keys(codecs).join(', ')
+    if (typeof u !== 'object' || u === null || Array.isArray(u))
+      return E.left(`expected an object with a '${tag}' (one of ${known}), got ${show(u)}`)
+    const value = (u as Record<string, unknown>)[tag]
+    if (typeof value !== 'string' || !Object.hasOwn(codecs, value))
+      return E.left(
+        value === undefined
+          ? `'${tag}' is missing (one of ${known})`
+          : `unknown ${tag} ${show(value)} (one of ${known})`,
+      )
+    return decodeStrict(codecs[value], [tag])(u) as E.Either<
+      string,
+      { [K in keyof Codecs]: Decoded<Codecs[K]> }[keyof Codecs]
+    >
+  }

@@ -1,4 +1,5 @@
 /** The registry of `maco` subcommands, in the order `maco --help` lists them. */
 import type { Command } from './command.ts'
+import { cpl } from './cpl.ts'
 
-export const commands: readonly Command[] = []
+export const commands: readonly Command[] = [cpl]

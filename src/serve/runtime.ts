@@ -28,7 +28,7 @@ export type RuntimeName = 'onnxruntime-node' | 'onnxruntime-web'
 
 export interface SessionOptions {
   readonly runtime?: RuntimeChoice
-  /** Intra-op threads (default 1: predictable on shared machines, and all Workers have). */
+  /** Intra-op threads (default 1: predictable on a shared machine, and all that Workers offer). */
   readonly threads?: number
 }
 
@@ -68,6 +68,9 @@ const loadNode = async (): Promise<OrtModule> => {
   return (await import(NODE_PACKAGE)) as OrtModule
 }
 
+/** The output the exporter writes and a segmentation needs. */
+const OUTPUT = 'probabilities'
+
 /** Whether this process has started onnxruntime-web's wasm (which fixes its thread count). */
 let webStarted = false
 
@@ -91,9 +94,10 @@ const open = async (
     ...options,
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
+  }).catch((e: unknown) => {
+    throw new Error(`${runtimeName} cannot load the model: ${messageOf(e)}`)
   })
-  const output = session.outputNames.includes('probabilities') ? 'probabilities' : undefined
-  if (output === undefined) {
+  if (!session.outputNames.includes(OUTPUT)) {
     await session.release()
     throw new Error(
       `the model has no 'probabilities' output (outputs: ${session.outputNames.join(', ')})`,
@@ -111,10 +115,10 @@ const open = async (
           `input has ${input.length} values, dims [${dims.join(', ')}] need ${expected}`,
         )
       const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', input, [...dims]) }
-      const result = await session.run(feeds, [output]).catch((e: unknown) => {
+      const result = await session.run(feeds, [OUTPUT]).catch((e: unknown) => {
         throw new Error(`inference failed: ${messageOf(e)}`)
       })
-      const probabilities = result[output]
+      const probabilities = result[OUTPUT]
       return { probabilities: probabilities.data as Float32Array, dims: probabilities.dims }
     },
     release: () => session.release(),

@@ -62,7 +62,10 @@ t.test('bad input and bad models are refused in one line', async (t) => {
   await t.rejects(odd, /^inference failed: [^\n]+$/)
   await session.release()
   await t.rejects(createSession(model, { threads: 0 }), /threads must be a positive integer/)
-  await t.rejects(createSession(Uint8Array.of(1, 2, 3), { runtime: 'node' }))
+  await t.rejects(
+    createSession(Uint8Array.of(1, 2, 3), { runtime: 'node' }),
+    /^onnxruntime-node cannot load the model: [^\n]+$/,
+  )
   const identity = encodeModel({
     irVersion: 8,
     opsetImport: [{ domain: '', version: 17 }],

@@ -87,6 +87,31 @@ t.test('bad input and bad models are refused in one line', async (t) => {
   )
 })
 
+t.test('where onnxruntime-node does not load, auto falls back to web and says why', async (t) => {
+  // the getter stands for a native addon that fails as it loads
+  const broken = Object.defineProperty({}, 'InferenceSession', {
+    enumerable: true,
+    get: () => {
+      throw new Error('no native binary for this platform')
+    },
+  })
+  const runtime = await t.mockImport<typeof import('../../src/serve/runtime.ts')>(
+    '../../src/serve/runtime.ts',
+    { 'onnxruntime-node': broken },
+  )
+  const session = await runtime.createSession(model)
+  t.equal(session.runtimeName, 'onnxruntime-web')
+  t.equal(
+    session.fallbackReason,
+    'onnxruntime-node did not load (no native binary for this platform)',
+  )
+  await session.release()
+  await t.rejects(
+    runtime.createSession(model, { runtime: 'node' }),
+    /^onnxruntime-node is not available: no native binary for this platform$/,
+  )
+})
+
 const esbuild = await import('esbuild').catch(() => undefined)
 
 t.test(

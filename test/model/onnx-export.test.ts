@@ -189,6 +189,17 @@ t.test('the default UNet exports and runs one 256 x 256 slice in both runtimes',
   t.ok(d <= 1e-4, `node vs web on the default UNet: max abs ${d.toExponential(2)}`)
 })
 
+t.test('opsets 18 to 21 give the same outputs as 17', async (t) => {
+  const weights = randomWeights(tiny, 6)
+  const dims: Dims = [1, 1, 16, 16]
+  const image = randomImage(dims, 6)
+  const base = await infer(ortNode, exportOnnx(tiny, weights), image, dims)
+  for (const opset of [18, 19, 20, 21]) {
+    const out = await infer(ortNode, exportOnnx(tiny, weights, { opset }), image, dims)
+    t.same(out.logits, base.logits, `opset ${opset}`)
+  }
+})
+
 t.test('metadata travels in metadata_props', async (t) => {
   const card = JSON.stringify({ name: 'tiny' })
   const bytes = exportOnnx(tiny, randomWeights(tiny, 1), { metadata: { 'maco.modelCard': card } })

@@ -13,6 +13,37 @@ import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 
+const PRIMITIVE_WORDS: Readonly<Record<string, string>> = {
+  number: 'a number',
+  string: 'a string',
+  boolean: 'true or false',
+  UnknownRecord: 'an object',
+  UnknownArray: 'a list',
+}
+
+const isLiteralUnion = (d: t.Decoder<unknown, unknown>): d is t.UnionType<t.LiteralC<string>[]> =>
+  d instanceof t.UnionType && d.types.every((m: unknown) => m instanceof t.LiteralType)
+
+/** What a codec expects, in words. */
+export const words = (d: t.Decoder<unknown, unknown>): string =>
+  d instanceof t.KeyofType
+    ? `one of ${Object.keys(d.keys)
+        .map((k) => JSON.stringify(k))
+        .join(', ')}`
+    : isLiteralUnion(d)
+      ? `one of ${d.types.map((m) => JSON.stringify(m.value)).join(', ')}`
+      : d instanceof t.ArrayType
+        ? `a list of ${plural(d.type)}`
+        : (PRIMITIVE_WORDS[d.name] ?? d.name)
+
+/** "a positive number" -> "positive numbers", for lists. */
+const plural = (d: t.Decoder<unknown, unknown>): string => `${words(d).replace(/^an? /, '')}s`
+
+const show = (u: unknown): string => {
+  const s = JSON.stringify(u) ?? String(u)
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s
+}
+
 /** A codec that narrows `base` by `ok`; `name` is what error messages say was expected. */
 export const refine = <A, O>(base: t.Type<A, O, unknown>, ok: (a: A) => boolean, name: string) =>
   new t.Type<A, O, unknown>(
@@ -39,35 +70,7 @@ export const nonNegativeInt = refine(
 )
 export const nonEmptyString = refine(t.string, (s) => s.length > 0, 'a non-empty string')
 export const nonEmptyArray = <A, O>(item: t.Type<A, O, unknown>) =>
-  refine(t.array(item), (xs) => xs.length > 0, `a non-empty list of ${words(item)}s`)
-
-const PRIMITIVE_WORDS: Readonly<Record<string, string>> = {
-  number: 'a number',
-  string: 'a string',
-  boolean: 'true or false',
-  UnknownRecord: 'an object',
-  UnknownArray: 'a list',
-}
-
-const isLiteralUnion = (d: t.Decoder<unknown, unknown>): d is t.UnionType<t.LiteralC<string>[]> =>
-  d instanceof t.UnionType && d.types.every((m: unknown) => m instanceof t.LiteralType)
-
-/** What a codec expects, in words. */
-export const words = (d: t.Decoder<unknown, unknown>): string =>
-  d instanceof t.KeyofType
-    ? `one of ${Object.keys(d.keys)
-        .map((k) => JSON.stringify(k))
-        .join(', ')}`
-    : isLiteralUnion(d)
-      ? `one of ${d.types.map((m) => JSON.stringify(m.value)).join(', ')}`
-      : d instanceof t.ArrayType
-        ? `a list of ${words(d.type).replace(/^an? /, '')}s`
-        : (PRIMITIVE_WORDS[d.name] ?? d.name)
-
-const show = (u: unknown): string => {
-  const s = JSON.stringify(u) ?? String(u)
-  return s.length > 60 ? `${s.slice(0, 57)}...` : s
-}
+  refine(t.array(item), (xs) => xs.length > 0, `a non-empty list of ${plural(item)}`)
 
 /** One error as "path must be X, got Y", the path in the user's terms (no union member indices). */
 const describeError = (e: t.ValidationError): { path: string; text: string } => {

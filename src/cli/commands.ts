@@ -1,5 +1,6 @@
 /** The registry of `maco` subcommands, in the order `maco --help` lists them. */
 import type { Command } from './command.ts'
 import { cpl } from './cpl.ts'
+import { evaluate } from './eval.ts'
 
-export const commands: readonly Command[] = [cpl]
+export const commands: readonly Command[] = [cpl, evaluate]

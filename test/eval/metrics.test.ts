@@ -147,6 +147,8 @@ t.test('spheres on anisotropic grids equal brute force', async (t) => {
     { dims: [16, 16, 16], sp: [1, 1, 1], a: [[7, 7, 7], 5], b: [[8, 7, 6.5], 4] },
     { dims: [24, 20, 8], sp: [1.37, 1.37, 5], a: [[11, 10, 3.5], 12], b: [[13, 9, 4], 10] },
     { dims: [10, 30, 6], sp: [2, 0.7, 3.3], a: [[5, 14, 2], 7], b: [[4, 17, 3], 8] },
+    // cut by the grid's border, which counts as outside
+    { dims: [9, 8, 5], sp: [1, 1.5, 4], a: [[1, 1, 1], 7], b: [[7, 6, 3], 6] },
   ]
   for (const c of cases) {
     const a = sphere(c.dims, c.a[0], c.a[1], c.sp)

@@ -69,8 +69,8 @@ t.test('writes (x, y, z, class) float32 with the scribble geometry, and PNGs', a
 
 t.test('options reach the computation; --json summarises', async (t) => {
   const dir = t.testdir()
-  const input = await write(join(dir, 's.nii.gz'), scribble())
-  const out = join(dir, 'o.nii.gz')
+  const input = await write(join(dir, 's.nii'), scribble())
+  const out = join(dir, 'o.nii')
   const r = await maco(
     'cpl',
     input,

@@ -60,7 +60,7 @@ export const DEFAULT_LOSS: LossConfig = {
 export const decodeLossConfig = (input: unknown): E.Either<string, LossConfig> => {
   if (typeof input !== 'object' || input === null || Array.isArray(input))
     return E.left('loss config must be an object')
-  const unknown = Object.keys(input).find((k) => !(k in lossProps))
+  const unknown = Object.keys(input).find((k) => !Object.hasOwn(lossProps, k))
   if (unknown !== undefined)
     return E.left(`unknown loss option "${unknown}" (known: ${Object.keys(lossProps).join(', ')})`)
   return pipe(

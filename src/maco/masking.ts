@@ -128,7 +128,9 @@ export const maskImage = (
   const out = Float32Array.from(image)
   for (let y = 0; y < h; y++) {
     const rowBase = Math.floor(y / patch) * cols
-    for (let x = 0; x < w; x++) if (mask[rowBase + Math.floor(x / patch)] === 1) out[y * w + x] = 0
+    for (let c = 0; c < cols; c++)
+      if (mask[rowBase + c] === 1)
+        out.fill(0, y * w + c * patch, y * w + Math.min(w, (c + 1) * patch))
   }
   return out
 }

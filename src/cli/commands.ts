@@ -2,5 +2,6 @@
 import type { Command } from './command.ts'
 import { cpl } from './cpl.ts'
 import { evaluate } from './eval.ts'
+import { preprocess } from './preprocess.ts'
 
-export const commands: readonly Command[] = [cpl, evaluate]
+export const commands: readonly Command[] = [preprocess, cpl, evaluate]

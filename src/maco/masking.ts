@@ -47,13 +47,11 @@ export type MaskingConfig = t.TypeOf<typeof MaskingConfig>
 export const maskingOptions = (
   config: MaskingConfig & { readonly size: number },
 ): E.Either<string, MaskingOptions> => {
-  const { size, ...rest } = config
-  const options = {
-    patch: defaultPatchSize(size),
-    ratio: 0.5,
-    scribbleWeight: 3,
-    unlabelled: 4,
-    ...rest,
+  const options: MaskingOptions = {
+    patch: config.patch ?? defaultPatchSize(config.size),
+    ratio: config.ratio ?? 0.5,
+    scribbleWeight: config.scribbleWeight ?? 3,
+    unlabelled: config.unlabelled ?? 4,
   }
   return !(Number.isInteger(options.patch) && options.patch >= 1)
     ? E.left(`masking patch must be a positive integer, got ${options.patch}`)

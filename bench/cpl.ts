@@ -1,8 +1,8 @@
 /**
  * Benchmark: continuous pseudo labels of a 256 x 256 slice with 4 classes (the training
  * loop computes one per image). Uses the ACDC training scribbles when ../shared/data is
- * there (each slice centre cropped/padded to 256 x 256), else a synthetic annotator-like
- * scribble. Prints one JSON line; the figure is the median of several timed rounds.
+ * there, preprocessed as the network sees them (1.37 mm, 256 x 256), else a synthetic
+ * annotator-like scribble. Prints one JSON line; the figure is the median of several timed rounds.
  *
  * @example
  * node --import tsx bench/cpl.ts   // {"size":256,"classes":4,"source":"acdc",...,"msPerSlice":...}
@@ -10,29 +10,16 @@
 import { readdirSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
-import { continuousPseudoLabeller } from '../src/maco/cpl.ts'
+import { continuousPseudoLabeller, type ScribbleSlice } from '../src/maco/cpl.ts'
 import { decodeNifti } from '../src/volume/nifti.ts'
-import { sliceOf, sliceCount } from '../src/volume/slice.ts'
+import { preprocessVolume } from '../src/volume/preprocess.ts'
+import { sliceCount } from '../src/volume/slice.ts'
 import { sharedData } from '../test/helpers/data.ts'
 
 const SIZE = 256
 const UNLABELLED = 4
 
-/** Centre crop/pad (fill: unlabelled) of a slice to SIZE x SIZE. */
-const centred = (data: Float32Array, width: number, height: number): Uint8Array => {
-  const out = new Uint8Array(SIZE * SIZE).fill(UNLABELLED)
-  const ox = Math.floor((width - SIZE) / 2)
-  const oy = Math.floor((height - SIZE) / 2)
-  for (let y = 0; y < SIZE; y++)
-    for (let x = 0; x < SIZE; x++) {
-      const sx = x + ox
-      const sy = y + oy
-      if (sx >= 0 && sy >= 0 && sx < width && sy < height) out[y * SIZE + x] = data[sy * width + sx]
-    }
-  return out
-}
-
-const acdcSlices = (dir: string, volumes: number): Uint8Array[] =>
+const acdcSlices = (dir: string, volumes: number): ScribbleSlice[] =>
   readdirSync(dir)
     .filter((f) => f.endsWith('_scribble.nii.gz'))
     .sort()
@@ -40,14 +27,19 @@ const acdcSlices = (dir: string, volumes: number): Uint8Array[] =>
     .flatMap((f) => {
       const v = decodeNifti(new Uint8Array(readFileSync(join(dir, f))))
       if (E.isLeft(v)) throw new Error(`${f}: ${v.left}`)
-      return Array.from({ length: sliceCount(v.right) }, (_, k) => {
-        const s = sliceOf(v.right, k)
-        return centred(s.data, s.width, s.height)
+      const p = preprocessVolume(v.right, {
+        spacing: [1.37, 1.37],
+        size: [SIZE, SIZE],
+        kind: 'label',
+        fill: UNLABELLED,
       })
+      return Array.from({ length: sliceCount(p) }, (_, k) =>
+        p.data.subarray(k * SIZE * SIZE, (k + 1) * SIZE * SIZE),
+      )
     })
 
 /** A background loop around the heart, an RV arc, a MYO ring and an LV stroke. */
-const synthetic = (): Uint8Array => {
+const synthetic = (): ScribbleSlice => {
   const s = new Uint8Array(SIZE * SIZE).fill(UNLABELLED)
   const arc = (cx: number, cy: number, r: number, from: number, to: number, c: number) => {
     for (let a = from; a <= to; a += 0.002) {

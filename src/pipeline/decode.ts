@@ -34,7 +34,9 @@ export const words = (d: t.Decoder<unknown, unknown>): string =>
       ? `one of ${d.types.map((m) => JSON.stringify(m.value)).join(', ')}`
       : d instanceof t.ArrayType
         ? `a list of ${plural(d.type)}`
-        : (PRIMITIVE_WORDS[d.name] ?? d.name)
+        : propsOf(d) !== undefined
+          ? 'an object'
+          : (PRIMITIVE_WORDS[d.name] ?? d.name)
 
 /** "a positive number" -> "positive numbers", for lists. */
 const plural = (d: t.Decoder<unknown, unknown>): string => `${words(d).replace(/^an? /, '')}s`
@@ -101,29 +103,44 @@ export const describeErrors = (errors: t.Errors): string => {
   return [...seen.values()].join('; ')
 }
 
-/** The keys a codec for an object knows, or `undefined` when it cannot say (then any key goes). */
-export const knownKeys = (d: t.Decoder<unknown, unknown>): readonly string[] | undefined => {
-  if (d instanceof t.InterfaceType || d instanceof t.PartialType) return Object.keys(d.props)
+type Props = Readonly<Record<string, t.Decoder<unknown, unknown>>>
+
+/** The fields a codec for an object knows, or `undefined` when it cannot say (then any key goes). */
+const propsOf = (d: t.Decoder<unknown, unknown>): Props | undefined => {
+  if (d instanceof t.InterfaceType || d instanceof t.PartialType) return d.props as Props
   if (d instanceof t.ExactType || d instanceof t.ReadonlyType || d instanceof t.RefinementType)
-    return knownKeys(d.type)
+    return propsOf(d.type)
   if (d instanceof t.IntersectionType) {
-    const parts = (d.types as t.Decoder<unknown, unknown>[]).map(knownKeys)
-    return parts.every((p) => p !== undefined) ? parts.flat() : undefined
+    const parts = (d.types as t.Decoder<unknown, unknown>[]).map(propsOf)
+    return parts.every((p) => p !== undefined) ? Object.assign({}, ...parts) : undefined
   }
   return undefined
 }
 
+export const isObject = (u: unknown): u is Readonly<Record<string, unknown>> =>
+  typeof u === 'object' && u !== null && !Array.isArray(u)
+
+/** The first key of `u`, at any depth of nested objects, that `d` does not know. */
 const unknownKeysError = (
+  d: t.Decoder<unknown, unknown>,
   u: unknown,
-  known: readonly string[] | undefined,
   ignore: readonly string[],
+  path = '',
 ): string | undefined => {
-  if (known === undefined || typeof u !== 'object' || u === null || Array.isArray(u))
-    return undefined
+  const props = propsOf(d)
+  if (props === undefined || !isObject(u)) return undefined
+  const known = Object.keys(props)
   const extra = Object.keys(u).filter((k) => !known.includes(k) && !ignore.includes(k))
-  if (extra.length === 0) return undefined
-  const list = known.length > 0 ? ` (options: ${known.join(', ')})` : ' (it takes none)'
-  return `unknown option${extra.length > 1 ? 's' : ''} ${extra.map((k) => `'${k}'`).join(', ')}${list}`
+  if (extra.length > 0) {
+    const list = known.length > 0 ? ` (options: ${known.join(', ')})` : ' (it takes none)'
+    const keys = extra.map((k) => `'${k}'`).join(', ')
+    return `${path === '' ? '' : `${path}: `}unknown option${extra.length > 1 ? 's' : ''} ${keys}${list}`
+  }
+  for (const k of known) {
+    const inner = unknownKeysError(props[k], u[k], [], path === '' ? k : `${path}.${k}`)
+    if (inner !== undefined) return inner
+  }
+  return undefined
 }
 
 /**
@@ -133,7 +150,7 @@ const unknownKeysError = (
 export const decodeStrict =
   <A>(codec: t.Decoder<unknown, A>, ignore: readonly string[] = []) =>
   (u: unknown): E.Either<string, A> => {
-    const extra = unknownKeysError(u, knownKeys(codec), ignore)
+    const extra = unknownKeysError(codec, u, ignore)
     return extra !== undefined ? E.left(extra) : pipe(codec.decode(u), E.mapLeft(describeErrors))
   }
 

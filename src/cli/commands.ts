@@ -2,6 +2,8 @@
 import type { Command } from './command.ts'
 import { cpl } from './cpl.ts'
 import { evaluate } from './eval.ts'
+import { predict } from './predict.ts'
+import { serveCommand } from './serve.ts'
 import { preprocess } from './preprocess.ts'
 
-export const commands: readonly Command[] = [preprocess, cpl, evaluate]
+export const commands: readonly Command[] = [preprocess, cpl, evaluate, predict, serveCommand]

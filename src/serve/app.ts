@@ -58,7 +58,9 @@ interface Failure {
 
 const fail = (status: ContentfulStatusCode, message: string): Failure => ({ status, message })
 
-type Env = { Variables: { requestId: string; failure?: string; model?: string } }
+type Env = {
+  Variables: { requestId: string; failure?: string; model?: string; bodyRead?: boolean }
+}
 
 type Input =
   | { readonly kind: 'nifti'; readonly volume: Volume; readonly gzipped: boolean }
@@ -213,6 +215,9 @@ export const createApp = (options: AppOptions) => {
 
   const failure = (c: Context<Env>, f: Failure) => {
     c.set('failure', f.message)
+    // A body left unread (refused early, or cut off at the limit) leaves the connection in
+    // an unknown state: close it, so that no client sends its next request down it.
+    if (c.req.raw.body !== null && c.get('bodyRead') !== true) c.header('connection', 'close')
     return c.json({ error: f.message }, f.status)
   }
 
@@ -298,12 +303,14 @@ export const createApp = (options: AppOptions) => {
     const model = modelOr404(c)
     if (E.isLeft(model)) return failure(c, model.left)
     const { card } = model.right
-    const input = await timed('decode', () =>
-      pipe(
-        readBody(c.req.raw, limits.maxBytes),
-        TE.chainEitherK((body) => parseInput(body, limits)),
-      )(),
-    )
+    const input = await timed('decode', async () => {
+      const body = await readBody(c.req.raw, limits.maxBytes)()
+      if (E.isRight(body)) c.set('bodyRead', true)
+      return pipe(
+        body,
+        E.chain((b) => parseInput(b, limits)),
+      )
+    })
     if (E.isLeft(input)) return failure(c, input.left)
     const session = await model.right.session()
     const volume =

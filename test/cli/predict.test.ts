@@ -1,0 +1,167 @@
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import * as E from 'fp-ts/lib/Either.js'
+import t, { type Test } from 'tap'
+import { loadModel } from '../../src/serve/models.ts'
+import { directoryStore } from '../../src/serve/node.ts'
+import { createSession } from '../../src/serve/runtime.ts'
+import { segmentVolume } from '../../src/serve/segment.ts'
+import { decodeNifti, encodeNifti } from '../../src/volume/nifti.ts'
+import { volumeOf, type Volume } from '../../src/volume/volume.ts'
+import { maco } from '../helpers/cli.ts'
+import { sharedData } from '../helpers/data.ts'
+import { diskVolume, tinyModelDir } from '../helpers/serve-fixtures.ts'
+
+const models = await tinyModelDir(t.testdir({ in: {}, out: {} }), {
+  name: 'tiny',
+  input: { spacing: [2, 2], size: [64, 64] },
+})
+const model = join(models, 'tiny.onnx')
+
+const read = async (path: string): Promise<Volume> => {
+  const v = decodeNifti(new Uint8Array(await readFile(path)))
+  if (E.isLeft(v)) throw new Error(v.left)
+  return v.right
+}
+
+const sameGeometry = (t: Test, mask: Volume, image: Volume) => {
+  t.equal(mask.datatype, 'uint8')
+  t.same(mask.dims, image.dims)
+  t.same(mask.geometry, image.geometry, 'spacing, affine, qform/sform and codes')
+}
+
+t.test(
+  'a file in, its mask out: the geometry of the input, the voxels segment gives',
+  async (t) => {
+    const input = join(models, 'in', 'case7.nii.gz')
+    const volume = diskVolume([50, 46, 4], [1.3, 1.3, 7])
+    await writeFile(input, encodeNifti(volume, { gzip: true }))
+    const out = join(models, 'out', 'case7_mask.nii.gz')
+    const r = await maco(
+      'predict',
+      '--model',
+      model,
+      '--input',
+      input,
+      '-o',
+      out,
+      '--json',
+      '--runtime',
+      'node',
+    )
+    t.equal(r.code, 0, r.err)
+    const json = JSON.parse(r.out) as {
+      model: string
+      runtime: string
+      cases: { case: string; output: string; dims: number[] }[]
+    }
+    t.match(json, {
+      model: 'tiny',
+      runtime: 'onnxruntime-node',
+      cases: [{ case: 'case7', output: out, dims: [50, 46, 4] }],
+    })
+    t.match(r.err, /predict: model tiny on onnxruntime-node/)
+    t.match(r.err, /predict 1\/1 100%/)
+    const mask = await read(out)
+    sameGeometry(t, mask, await read(input))
+    const loaded = await loadModel(directoryStore(models), 'tiny', (b) =>
+      createSession(b, { runtime: 'node' }),
+    )()
+    if (E.isLeft(loaded)) return t.fail(loaded.left)
+    const session = await loaded.right.session()
+    t.same(mask.data, (await segmentVolume({ card: loaded.right.card, session }, volume)).data)
+    await session.release()
+  },
+)
+
+t.test('a folder in: one <case>_pred.nii.gz per image, masks and scribbles skipped', async (t) => {
+  const dir = t.testdir({})
+  const v = diskVolume([40, 40, 2], [1.5, 1.5, 8])
+  await writeFile(join(dir, 'p1_frame01_image.nii.gz'), encodeNifti(v, { gzip: true }))
+  await writeFile(join(dir, 'p1_frame01_label.nii.gz'), encodeNifti(v, { gzip: true }))
+  await writeFile(join(dir, 'p1_frame01_scribble.nii.gz'), encodeNifti(v, { gzip: true }))
+  await writeFile(join(dir, 'subject2_DE.nii'), encodeNifti(v))
+  await writeFile(join(dir, 'notes.txt'), 'not an image')
+  const out = join(dir, 'pred')
+  const r = await maco('predict', '--model', model, '--input', dir, '-o', out, '--runtime', 'web')
+  t.equal(r.code, 0, r.err)
+  t.same((await readdir(out)).sort(), ['p1_frame01_pred.nii.gz', 'subject2_DE_pred.nii.gz'])
+  t.same(r.out.trim().split('\n'), [
+    join(out, 'p1_frame01_pred.nii.gz'),
+    join(out, 'subject2_DE_pred.nii.gz'),
+  ])
+  t.match(r.err, /on onnxruntime-web/)
+  sameGeometry(
+    t,
+    await read(join(out, 'subject2_DE_pred.nii.gz')),
+    await read(join(dir, 'subject2_DE.nii')),
+  )
+})
+
+t.test(
+  'a real ACDC image: the mask has its dims, affine and pixdim',
+  { skip: sharedData('acdc/val').skip },
+  async (t) => {
+    const input = join(sharedData('acdc/val').path!, 'patient003_frame01_image.nii.gz')
+    const out = t.testdir({})
+    const r = await maco('predict', '--model', model, '--input', input, '-o', out)
+    t.equal(r.code, 0, r.err)
+    sameGeometry(t, await read(join(out, 'patient003_frame01_pred.nii.gz')), await read(input))
+  },
+)
+
+t.test('bad usage and bad input: exit 2 with one line', async (t) => {
+  const dir = t.testdir({ 'bad.nii.gz': 'this is not a volume', empty: {} })
+  const cine = join(dir, 'cine.nii')
+  await writeFile(
+    cine,
+    encodeNifti(volumeOf({ dims: [4, 4, 2, 3], data: new Uint8Array(96), spacing: [1, 1, 1] })),
+  )
+  await writeFile(join(dir, 'lonely.onnx'), await readFile(model))
+  const out = join(dir, 'o')
+  const cases: [string[], RegExp][] = [
+    [['--input', cine, '-o', out], /^maco predict: missing --model\n$/],
+    [
+      ['--model', join(dir, 'tiny.json'), '--input', cine, '-o', out],
+      /--model must be an \.onnx file/,
+    ],
+    [
+      ['--model', join(dir, 'lonely.onnx'), '--input', cine, '-o', out],
+      /no model card .*lonely\.json/,
+    ],
+    [
+      ['--model', model, '--input', join(dir, 'nope.nii'), '-o', out],
+      /--input .*nope\.nii: no such file or folder/,
+    ],
+    [['--model', model, '--input', join(dir, 'empty'), '-o', out], /no NIfTI images/],
+    [
+      ['--model', model, '--input', join(dir, 'bad.nii.gz'), '-o', out],
+      /bad\.nii\.gz: not a NIfTI-1 file/,
+    ],
+    [['--model', model, '--input', cine, '-o', out], /cine\.nii: a 4D volume with 3 frames/],
+    [['--model', model, '--input', dir, '-o', join(dir, 'x.nii.gz')], /-o must be a folder/],
+    [
+      ['--model', model, '--input', cine, '-o', out, '--runtime', 'cuda'],
+      /--runtime must be one of auto, web, node/,
+    ],
+    [
+      ['--model', model, '--input', cine, '-o', out, '--threads', '0'],
+      /--threads must be a valid number/,
+    ],
+  ]
+  for (const [args, reason] of cases) {
+    const r = await maco('predict', ...args)
+    t.equal(r.code, 2, args.join(' '))
+    t.match(r.err, reason)
+    t.equal(
+      r.err
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('maco predict')).length,
+      1,
+      'one line',
+    )
+    t.notMatch(r.err, /    at /)
+  }
+  t.match((await maco('predict', '--help')).out, /--model MODEL\.onnx/)
+})

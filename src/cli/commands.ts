@@ -2,8 +2,16 @@
 import type { Command } from './command.ts'
 import { cpl } from './cpl.ts'
 import { evaluate } from './eval.ts'
+import { inspect } from './inspect.ts'
 import { predict } from './predict.ts'
 import { serveCommand } from './serve.ts'
 import { preprocess } from './preprocess.ts'
 
-export const commands: readonly Command[] = [preprocess, cpl, evaluate, predict, serveCommand]
+export const commands: readonly Command[] = [
+  inspect,
+  preprocess,
+  cpl,
+  evaluate,
+  predict,
+  serveCommand,
+]

@@ -1,0 +1,54 @@
+import * as tf from '@tensorflow/tfjs-core'
+import * as E from 'fp-ts/lib/Either.js'
+import { createRequire } from 'node:module'
+import t from 'tap'
+import { ENGINE_CHOICES, loadEngine } from '../../src/train/engine.ts'
+
+const installed = (pkg: string) => {
+  try {
+    createRequire(import.meta.url).resolve(`${pkg}/package.json`)
+    return true
+  } catch {
+    return false
+  }
+}
+
+t.test('wasm and cpu load and become the active backend, with gradients available', async (t) => {
+  for (const name of ['wasm', 'cpu'] as const) {
+    const r = await loadEngine(name)()
+    t.ok(E.isRight(r), name)
+    t.equal(tf.getBackend(), name)
+    const g = tf.grad((x: tf.Tensor) => tf.sum(tf.mul(x, x)))(tf.tensor([1, -2]))
+    t.same(Array.from(g.dataSync()), [2, -4], `d/dx sum x^2 on ${name}`)
+  }
+})
+
+t.test('auto takes the first engine that loads and says why the others were skipped', async (t) => {
+  const r = await loadEngine('auto')()
+  if (!E.isRight(r)) return t.fail(r.left)
+  if (installed('@tensorflow/tfjs-node-gpu') || installed('@tensorflow/tfjs-node'))
+    return t.pass('a native engine is installed here')
+  t.equal(r.right.name, 'wasm')
+  t.same(r.right.skipped, [
+    'tensorflow-gpu: @tensorflow/tfjs-node-gpu is not installed (npm i @tensorflow/tfjs-node-gpu)',
+    'tensorflow: @tensorflow/tfjs-node is not installed (npm i @tensorflow/tfjs-node)',
+  ])
+})
+
+t.test(
+  'an absent native engine is a one-line reason, not a throw',
+  { skip: installed('@tensorflow/tfjs-node') && 'tfjs-node is installed here' },
+  async (t) => {
+    const r = await loadEngine('tensorflow')()
+    t.same(
+      r,
+      E.left(
+        "engine 'tensorflow' is not available: @tensorflow/tfjs-node is not installed (npm i @tensorflow/tfjs-node)",
+      ),
+    )
+  },
+)
+
+t.test('the choices list auto and every engine', async (t) => {
+  t.same([...ENGINE_CHOICES], ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'])
+})

@@ -106,7 +106,7 @@ export const serveCommand: Command = {
     const names = models.cards.map((c) => c.name)
     io.err(
       `serve: listening on ${server.url} with ${names.length} model${names.length === 1 ? '' : 's'}` +
-        `${names.length ? ` (${names.join(', ')})` : ` (none in ${dir})`} on ${runtimeName}` +
+        `${names.length ? ` (${names.join(', ')}) on ${runtimeName}` : ` (none in ${dir})`}` +
         `${apiKey ? ', API key required' : ''}\n`,
     )
     if (flag(args, 'json'))

@@ -159,6 +159,8 @@ const inflateInto = (
     if (!enough()) gunzip.push(new Uint8Array(0), true)
     return E.right(undefined)
   } catch (e) {
+    // Bytes after the data (zero padding, a damaged trailer) do not matter once it is all here.
+    if (enough()) return E.right(undefined)
     const why = (e as Error).message
     return E.left(
       why === 'unexpected EOF'

@@ -377,6 +377,31 @@ t.test('sniffing: NIfTI raw or gzipped, by bytes not by name', async (t) => {
   t.notOk(isGzip(encodeNifti(v)))
 })
 
+t.test(
+  'gzip variants: several members (as BGZF writes), zero padding after the stream',
+  async (t) => {
+    const v = volumeOf({
+      dims: [40, 40, 40],
+      data: Float32Array.from({ length: 64000 }, (_, i) => Math.sin(i)),
+      spacing: [1, 1, 1],
+    })
+    const raw = encodeNifti(v)
+    const concat = (parts: Uint8Array[]) => {
+      const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+      parts.reduce((at, p) => (out.set(p, at), at + p.length), 0)
+      return out
+    }
+    const members = concat(
+      [raw.subarray(0, 100), raw.subarray(100, 200_000), raw.subarray(200_000)].map((p) =>
+        gzipSync(p),
+      ),
+    )
+    t.same(bytesOf(right(decodeNifti(members)).data), bytesOf(v.data))
+    const padded = concat([gzipSync(raw), new Uint8Array(512)])
+    t.same(bytesOf(right(decodeNifti(padded)).data), bytesOf(v.data))
+  },
+)
+
 t.test('peek reads only the header: a stream cut after it still peeks', async (t) => {
   const data = Float32Array.from(
     { length: 64 * 64 * 8 },

@@ -6,6 +6,7 @@ import { inspect } from './inspect.ts'
 import { predict } from './predict.ts'
 import { serveCommand } from './serve.ts'
 import { preprocess } from './preprocess.ts'
+import { bench } from './bench.ts'
 
 export const commands: readonly Command[] = [
   inspect,
@@ -14,4 +15,5 @@ export const commands: readonly Command[] = [
   evaluate,
   predict,
   serveCommand,
+  bench,
 ]

@@ -1,0 +1,85 @@
+/**
+ * The worker thread of `parallel.ts`: loads its own engine, then runs training forward
+ * passes and their backwards on request, keeping each pass until its backward arrives.
+ */
+import * as tf from '@tensorflow/tfjs-core'
+import * as E from 'fp-ts/lib/Either.js'
+import { parentPort } from 'node:worker_threads'
+import { forwardTrain, toParams, type Params, type TrainForward } from '../model/tfjs-unet.ts'
+import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { seeded } from '../util/rng.ts'
+import { loadEngine } from './engine.ts'
+import { unpack, type FromWorker, type ToWorker } from './parallel.ts'
+
+const port = parentPort
+if (!port) throw new Error('parallel-worker.ts runs only as a worker thread')
+
+let spec: UNetSpec | undefined
+const passes = new Map<number, { pass: TrainForward; params: Params; image: tf.Tensor }>()
+
+const reply = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer)
+
+const handle = async (m: ToWorker): Promise<void> => {
+  if (m.type === 'init') {
+    const r = await loadEngine(m.engine)()
+    if (E.isLeft(r)) throw new Error(r.left)
+    spec = m.spec
+    return reply({ type: 'ready', id: -1 })
+  }
+  if (!spec) throw new Error('worker used before init')
+  if (m.type === 'forward') {
+    const params = toParams(spec, unpack(parameterShapes(spec), m.weights))
+    const image = tf.tensor4d(m.image, [...m.shape])
+    const [seed, ...labels] = m.seed
+    const pass = forwardTrain(spec, params, image, seeded(seed, ...labels))
+    passes.set(m.id, { pass, params, image })
+    const logits = (await pass.logits.data()) as Float32Array
+    const stats = Object.fromEntries(
+      Object.entries(pass.stats).map(([name, s]) => [
+        name,
+        [s.mean.dataSync() as Float32Array, s.variance.dataSync() as Float32Array] as const,
+      ]),
+    )
+    return reply(
+      {
+        type: 'forwarded',
+        id: m.id,
+        logits,
+        shape: pass.logits.shape as [number, number, number, number],
+        stats,
+      },
+      [logits.buffer as ArrayBuffer],
+    )
+  }
+  const held = passes.get(m.id)
+  if (!held) throw new Error(`no pass ${m.id} to differentiate`)
+  passes.delete(m.id)
+  const dLogits = tf.tensor4d(m.dLogits, held.pass.logits.shape)
+  try {
+    const grads = held.pass.backward(dLogits)
+    const trainable = parameterShapes(spec).filter((p) => p.trainable)
+    const packed = new Float32Array(
+      trainable.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0),
+    )
+    let offset = 0
+    for (const p of trainable) {
+      const v = grads[p.name].dataSync() as Float32Array
+      packed.set(v, offset)
+      offset += v.length
+    }
+    tf.dispose(Object.values(grads))
+    reply({ type: 'gradients', id: m.id, grads: packed }, [packed.buffer])
+  } finally {
+    tf.dispose([dLogits, held.pass.logits, held.image, ...Object.values(held.params)])
+  }
+}
+
+port.on('message', (m: ToWorker) => {
+  handle(m).catch((e: unknown) =>
+    reply({
+      type: 'failed',
+      id: 'id' in m ? m.id : -1,
+      message: e instanceof Error ? e.message : String(e),
+    }),
+  )
+})

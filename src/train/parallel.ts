@@ -1,0 +1,171 @@
+/**
+ * Training passes on worker threads, each with its own engine (tfjs wasm is single-threaded
+ * in Node, so this is how a step uses both cores). A MaCo step has two passes of the same
+ * weights, on the original and on the masked images: with two workers each runs one, with
+ * its whole batch, so batch-norm statistics are exactly those of the single-threaded step.
+ * The loss, Adam and the moving averages stay on the calling thread (see `step.ts`): per
+ * pass the workers receive the weights and images and send back the logits, batch
+ * statistics and, given dL/dlogits, the weight gradients, as transferred Float32Arrays.
+ *
+ * @example
+ * const passes = await workerPasses(spec, 'wasm', 2)
+ * await trainStep(passes, state, batch, loss, { seed, step }) // both passes at once
+ * await passes.close()
+ */
+import * as tf from '@tensorflow/tfjs-core'
+import { Worker } from 'node:worker_threads'
+import type { BatchStats, Params } from '../model/tfjs-unet.ts'
+import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import type { Pass, Passes } from './step.ts'
+import type { EngineName } from './engine.ts'
+
+/** Messages to a worker. */
+export type ToWorker =
+  | { readonly type: 'init'; readonly spec: UNetSpec; readonly engine: EngineName }
+  | {
+      readonly type: 'forward'
+      readonly id: number
+      readonly weights: Float32Array
+      readonly image: Float32Array
+      readonly shape: readonly [number, number, number, number]
+      readonly seed: readonly (string | number)[]
+    }
+  | { readonly type: 'backward'; readonly id: number; readonly dLogits: Float32Array }
+
+/** Messages from a worker, answering the request with the same id (init: id -1). */
+export type FromWorker =
+  | { readonly type: 'ready'; readonly id: -1 }
+  | {
+      readonly type: 'forwarded'
+      readonly id: number
+      readonly logits: Float32Array
+      readonly shape: readonly [number, number, number, number]
+      readonly stats: Readonly<Record<string, readonly [Float32Array, Float32Array]>>
+    }
+  | { readonly type: 'gradients'; readonly id: number; readonly grads: Float32Array }
+  | { readonly type: 'failed'; readonly id: number; readonly message: string }
+
+/** All weights of the spec, end to end in `parameterShapes` order. */
+export const packWeights = (spec: UNetSpec, params: Params): Float32Array => {
+  const shapes = parameterShapes(spec)
+  const out = new Float32Array(shapes.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0))
+  let offset = 0
+  for (const s of shapes) {
+    const v = params[s.name].dataSync() as Float32Array
+    out.set(v, offset)
+    offset += v.length
+  }
+  return out
+}
+
+/** The inverse of `packWeights` over the shapes given (views, no copy). */
+export const unpack = (
+  shapes: readonly { readonly name: string; readonly shape: readonly number[] }[],
+  packed: Float32Array,
+): Record<string, Float32Array> => {
+  let offset = 0
+  return Object.fromEntries(
+    shapes.map((s) => {
+      const n = s.shape.reduce((a, b) => a * b, 1)
+      const v = packed.subarray(offset, offset + n)
+      offset += n
+      return [s.name, v]
+    }),
+  )
+}
+
+interface Pending {
+  readonly resolve: (m: FromWorker) => void
+  readonly reject: (e: Error) => void
+}
+
+const WORKER_URL = new URL('./parallel-worker.ts', import.meta.url)
+
+/**
+ * A worker thread running the TypeScript entry through tsx, whatever started this process
+ * (`--import` in a worker's execArgv is not honoured, so a small eval'd script registers tsx
+ * and then imports the entry).
+ */
+const spawn = (): Worker =>
+  new Worker(
+    `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_URL.href)}) })`,
+    { eval: true },
+  )
+
+export const workerPasses = async (
+  spec: UNetSpec,
+  engine: EngineName,
+  count: number,
+): Promise<Passes> => {
+  const pending = new Map<number, Pending>()
+  let nextId = 0
+  const workers = Array.from({ length: count }, () => {
+    const w = spawn()
+    w.on('message', (m: FromWorker) => {
+      const p = pending.get(m.id)
+      if (!p) return
+      pending.delete(m.id)
+      if (m.type === 'failed') p.reject(new Error(m.message))
+      else p.resolve(m)
+    })
+    w.on('error', (e) => {
+      for (const p of pending.values()) p.reject(e)
+      pending.clear()
+    })
+    return w
+  })
+  const request = (w: Worker, m: ToWorker, id: number, transfer: ArrayBuffer[] = []) =>
+    new Promise<FromWorker>((resolve, reject) => {
+      pending.set(id, { resolve, reject })
+      w.postMessage(m, transfer)
+    })
+  // Init requests share id -1: answer them one worker at a time.
+  for (const w of workers) await request(w, { type: 'init', spec, engine }, -1)
+
+  const trainable = parameterShapes(spec).filter((p) => p.trainable)
+  const forward: Passes['forward'] = async (params, images, seeds) => {
+    const weights = packWeights(spec, params)
+    const replies = await Promise.all(
+      images.map((image, i) => {
+        const id = nextId++
+        const data = (image.dataSync() as Float32Array).slice()
+        const copy = weights.slice()
+        const shape = image.shape as [number, number, number, number]
+        const w = workers[i % workers.length]
+        return request(
+          w,
+          { type: 'forward', id, weights: copy, image: data, shape, seed: seeds[i] },
+          id,
+          [copy.buffer as ArrayBuffer, data.buffer as ArrayBuffer],
+        ).then((m) => ({ m, w, id }))
+      }),
+    )
+    return replies.map(({ m, w, id }): Pass => {
+      if (m.type !== 'forwarded') throw new Error(`unexpected reply '${m.type}' to a forward`)
+      const stats: BatchStats = Object.fromEntries(
+        Object.entries(m.stats).map(([name, [mean, variance]]) => [
+          name,
+          { mean: tf.tensor1d(mean), variance: tf.tensor1d(variance) },
+        ]),
+      )
+      return {
+        logits: tf.tensor4d(m.logits, [...m.shape]),
+        stats,
+        backward: async (d) => {
+          tf.dispose(Object.values(stats).flatMap((s) => [s.mean, s.variance]))
+          const dLogits = (d.dataSync() as Float32Array).slice()
+          const reply = await request(w, { type: 'backward', id, dLogits }, id, [
+            dLogits.buffer as ArrayBuffer,
+          ])
+          if (reply.type !== 'gradients')
+            throw new Error(`unexpected reply '${reply.type}' to a backward`)
+          const grads = unpack(trainable, reply.grads)
+          return Object.fromEntries(
+            trainable.map((p) => [p.name, tf.tensor(grads[p.name], [...p.shape])]),
+          )
+        },
+      }
+    })
+  }
+  return { forward, close: async () => void (await Promise.all(workers.map((w) => w.terminate()))) }
+}

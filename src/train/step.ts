@@ -1,0 +1,185 @@
+/**
+ * One MaCo optimisation step: forward the original and the masked images, the loss, the
+ * backward of both passes, Adam, and PyTorch's batch-norm moving averages (updated once
+ * per forward, original first, as calling the module twice does).
+ *
+ * Where the passes run is a `Passes` runner: `inProcess` runs them one after the other
+ * on this thread's engine; `parallel.ts` runs them at once on worker threads. The loss
+ * always runs here, on the logits the runner hands back, so it can be any closure:
+ * `(logits, maskedLogits, batch) => scalar`, differentiated by tfjs (a `tf.customGrad`
+ * loss such as `macoLoss` brings its own gradients).
+ *
+ * @example
+ * let state = initialState(spec, toParams(spec, initialWeights(spec, 42)))
+ * const passes = inProcess(spec)
+ * const r = await trainStep(passes, state, { image, masked, scribbles }, loss, { seed: 42, step: 0 })
+ * state = r.state // r.loss: number
+ */
+import * as tf from '@tensorflow/tfjs-core'
+import {
+  forwardTrain,
+  updateMovingStats,
+  type BatchStats,
+  type Params,
+} from '../model/tfjs-unet.ts'
+import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { seeded } from '../util/rng.ts'
+
+export interface AdamOptions {
+  readonly learningRate: number
+  readonly beta1: number
+  readonly beta2: number
+  readonly epsilon: number
+}
+
+/** PyTorch's Adam defaults with the paper's learning rate. */
+export const DEFAULT_ADAM: AdamOptions = {
+  learningRate: 1e-4,
+  beta1: 0.9,
+  beta2: 0.999,
+  epsilon: 1e-8,
+}
+
+export interface TrainState {
+  readonly params: Params
+  /** Adam's step count and first and second moments per trainable weight. */
+  readonly adam: { readonly step: number; readonly m: Params; readonly v: Params }
+}
+
+export interface StepBatch {
+  readonly image: tf.Tensor4D
+  /** The masked images; without them (no MCM) only the original is forwarded. */
+  readonly masked?: tf.Tensor4D
+}
+
+export type StepLoss<B extends StepBatch> = (
+  logits: tf.Tensor4D,
+  maskedLogits: tf.Tensor4D | undefined,
+  batch: B,
+) => tf.Scalar
+
+/** One training forward pass, wherever it ran; its logits live on this thread's engine. */
+export interface Pass {
+  readonly logits: tf.Tensor4D
+  readonly stats: BatchStats
+  /** Gradients of the trainable weights; frees the pass (stats included). */
+  readonly backward: (dLogits: tf.Tensor4D) => Promise<Record<string, tf.Tensor>>
+}
+
+/** Runs training forward passes of the same weights, one per image batch. */
+export interface Passes {
+  readonly forward: (
+    params: Params,
+    images: readonly tf.Tensor4D[],
+    dropoutSeeds: readonly (readonly (string | number)[])[],
+  ) => Promise<Pass[]>
+  readonly close: () => Promise<void>
+}
+
+/** Passes on this thread's engine, one after the other. */
+export const inProcess = (spec: UNetSpec): Passes => ({
+  forward: async (params, images, seeds) =>
+    images.map((image, i) => {
+      const pass = forwardTrain(
+        spec,
+        params,
+        image,
+        seeded(...(seeds[i] as [string | number, ...(string | number)[]])),
+      )
+      return { logits: pass.logits, stats: pass.stats, backward: async (d) => pass.backward(d) }
+    }),
+  close: async () => {},
+})
+
+const trainableNames = (params: Params, spec: UNetSpec) =>
+  parameterShapes(spec)
+    .filter((p) => p.trainable)
+    .map((p) => p.name)
+    .filter((n) => n in params)
+
+export const initialState = (spec: UNetSpec, params: Params): TrainState => {
+  const zeros = () =>
+    Object.fromEntries(trainableNames(params, spec).map((n) => [n, tf.zerosLike(params[n])]))
+  return { params, adam: { step: 0, m: zeros(), v: zeros() } }
+}
+
+export const disposeState = (s: TrainState): void =>
+  tf.dispose([...Object.values(s.params), ...Object.values(s.adam.m), ...Object.values(s.adam.v)])
+
+/** Adam with PyTorch's bias correction; returns the new state and frees the old tensors. */
+export const adamUpdate = (
+  state: TrainState,
+  grads: Record<string, tf.Tensor>,
+  o: AdamOptions = DEFAULT_ADAM,
+): TrainState => {
+  const step = state.adam.step + 1
+  const params: Record<string, tf.Tensor> = { ...state.params }
+  const m: Record<string, tf.Tensor> = {}
+  const v: Record<string, tf.Tensor> = {}
+  const stepSize = o.learningRate / (1 - o.beta1 ** step)
+  const secondCorrection = 1 - o.beta2 ** step
+  for (const [name, g] of Object.entries(grads)) {
+    const [p, m1, v1] = tf.tidy(() => {
+      const mNew = tf.add(tf.mul(state.adam.m[name], o.beta1), tf.mul(g, 1 - o.beta1))
+      const vNew = tf.add(tf.mul(state.adam.v[name], o.beta2), tf.mul(tf.square(g), 1 - o.beta2))
+      const denominator = tf.add(tf.sqrt(tf.div(vNew, secondCorrection)), o.epsilon)
+      return [tf.sub(state.params[name], tf.mul(tf.div(mNew, denominator), stepSize)), mNew, vNew]
+    })
+    tf.dispose([state.params[name], state.adam.m[name], state.adam.v[name]])
+    params[name] = p
+    m[name] = m1
+    v[name] = v1
+  }
+  return { params, adam: { step, m: { ...state.adam.m, ...m }, v: { ...state.adam.v, ...v } } }
+}
+
+export interface StepResult {
+  readonly state: TrainState
+  readonly loss: number
+}
+
+/**
+ * One step. Dropout masks come from `seeded(seed, 'dropout', step, 'original' | 'masked')`,
+ * so a run is reproducible whichever runner executes it. The batch tensors stay the
+ * caller's; the old state's tensors are freed.
+ */
+export const trainStep = async <B extends StepBatch>(
+  passes: Passes,
+  state: TrainState,
+  batch: B,
+  loss: StepLoss<B>,
+  at: { readonly seed: number | string; readonly step: number },
+  adam: AdamOptions = DEFAULT_ADAM,
+): Promise<StepResult> => {
+  const images = batch.masked ? [batch.image, batch.masked] : [batch.image]
+  const names = ['original', 'masked'].slice(0, images.length)
+  const runs = await passes.forward(
+    state.params,
+    images,
+    names.map((n) => [at.seed, 'dropout', at.step, n]),
+  )
+  let params = state.params
+  for (const r of runs) params = updateMovingStats(params, r.stats)
+  const { value, grads: dLogits } = tf.valueAndGrads(
+    (logits: tf.Tensor, maskedLogits?: tf.Tensor) =>
+      loss(logits as tf.Tensor4D, maskedLogits as tf.Tensor4D | undefined, batch),
+  )(runs.map((r) => r.logits))
+  tf.dispose(runs.map((r) => r.logits))
+  const lossValue = (await value.data())[0]
+  value.dispose()
+  const perPass = await Promise.all(runs.map((r, i) => r.backward(dLogits[i] as tf.Tensor4D)))
+  tf.dispose(dLogits)
+  const grads =
+    perPass.length === 2
+      ? Object.fromEntries(
+          Object.keys(perPass[0]).map((n) => [
+            n,
+            tf.tidy(() => tf.add(perPass[0][n], perPass[1][n])),
+          ]),
+        )
+      : perPass[0]
+  if (perPass.length === 2) tf.dispose(perPass.flatMap((g) => Object.values(g)))
+  const next = adamUpdate({ params, adam: state.adam }, grads, adam)
+  tf.dispose(Object.values(grads))
+  return { state: next, loss: lossValue }
+}

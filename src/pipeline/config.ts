@@ -14,7 +14,7 @@
  */
 import * as E from 'fp-ts/lib/Either.js'
 import * as t from 'io-ts'
-import { decodeStrict } from './decode.ts'
+import { decodeStrict, isObject } from './decode.ts'
 import { start, then, type Pipeline } from './pipeline.ts'
 import type { CaseRecord, Stage } from './stage.ts'
 
@@ -48,9 +48,6 @@ export const stageKind = <P>(
   },
 })
 
-const objectEntry = (u: unknown): u is Readonly<Record<string, unknown>> =>
-  typeof u === 'object' && u !== null && !Array.isArray(u)
-
 /**
  * `{ "stages": [{ "kind": "load", "keys": ["image"] }, ...] }` to a pipeline whose stages
  * come from `registry`, or the first problem in words.
@@ -59,14 +56,14 @@ export const pipelineFromConfig = <R = unknown>(
   config: unknown,
   registry: Registry,
 ): E.Either<string, Pipeline<R, AnyRecord, AnyRecord>> => {
-  if (!objectEntry(config) || !Array.isArray(config.stages))
+  if (!isObject(config) || !Array.isArray(config.stages))
     return E.left('a pipeline config is an object with a "stages" list')
   const kinds = Object.keys(registry).join(', ')
   let p: AnyPipeline = start<AnyRecord>()
   for (let i = 0; i < config.stages.length; i++) {
     const entry: unknown = config.stages[i]
     const where = `stage ${i + 1}`
-    if (!objectEntry(entry) || typeof entry.kind !== 'string')
+    if (!isObject(entry) || typeof entry.kind !== 'string')
       return E.left(`${where}: expected an object with a "kind" (one of ${kinds})`)
     const kind = entry.kind
     if (!Object.hasOwn(registry, kind))

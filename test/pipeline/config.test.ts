@@ -114,6 +114,10 @@ tap.test('tagged and strict decoding outside pipelines', async (t) => {
     'patterns.image must be a string, got 7',
   )
   t.equal(
+    problem(Dataset({ kind: 'folder', root: 'x', patterns: { image: 'a', labels: 'b' } })),
+    "patterns: unknown option 'labels' (options: image)",
+  )
+  t.equal(
     problem(Flags({ n: 'x', flag: 1 })),
     'n must be a number, got "x"; flag must be true or false, got 1',
   )

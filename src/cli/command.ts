@@ -75,7 +75,8 @@ export const numberOption = (
   const v = args.values[name]
   if (v === undefined) return fallback
   const n = typeof v === 'string' ? Number(v) : NaN
-  if (!Number.isFinite(n) || !check(n)) throw usageError(`--${name} must be a valid number, got '${String(v)}'`)
+  if (!Number.isFinite(n) || !check(n))
+    throw usageError(`--${name} must be a valid number, got '${String(v)}'`)
   return n
 }
 

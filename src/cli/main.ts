@@ -43,7 +43,12 @@ export const runCli = async (argv: readonly string[], io: CommandIO): Promise<nu
   }
   let parsed
   try {
-    parsed = parseArgs({ args: [...rest], options: command.options, allowPositionals: true, strict: true })
+    parsed = parseArgs({
+      args: [...rest],
+      options: command.options,
+      allowPositionals: true,
+      strict: true,
+    })
   } catch (e) {
     io.err(`maco ${name}: ${reason(e)} (see maco ${name} --help)\n`)
     return 2
@@ -62,7 +67,9 @@ export const runCli = async (argv: readonly string[], io: CommandIO): Promise<nu
   }
 }
 
-const isMain = process.argv[1] !== undefined && /(src[\\/]cli[\\/]main\.ts|bin[\\/]maco(\.js)?)$/.test(process.argv[1])
+const isMain =
+  process.argv[1] !== undefined &&
+  /(src[\\/]cli[\\/]main\.ts|bin[\\/]maco(\.js)?)$/.test(process.argv[1])
 if (isMain) {
   const code = await runCli(process.argv.slice(2), {
     out: (s) => void process.stdout.write(s),

@@ -39,7 +39,13 @@ export const DEFAULT_UNET: UNetOptions = {
 }
 
 export type UNetOp =
-  | { readonly op: 'conv'; readonly name: string; readonly inChannels: number; readonly outChannels: number; readonly kernel: 1 | 3 }
+  | {
+      readonly op: 'conv'
+      readonly name: string
+      readonly inChannels: number
+      readonly outChannels: number
+      readonly kernel: 1 | 3
+    }
   | { readonly op: 'batchNorm'; readonly name: string; readonly channels: number }
   | { readonly op: 'leakyRelu' }
   | { readonly op: 'dropout'; readonly rate: number }
@@ -76,16 +82,26 @@ export const unetSpec = (partial: Partial<UNetOptions> = {}): UNetSpec => {
   const options = { ...DEFAULT_UNET, ...partial }
   const { levels, base } = options
   if (options.dropout.length !== levels)
-    throw new RangeError(`dropout needs one rate per level (${levels}), got ${options.dropout.length}`)
+    throw new RangeError(
+      `dropout needs one rate per level (${levels}), got ${options.dropout.length}`,
+    )
   const ch = (l: number) => base * 2 ** l
   const ops: UNetOp[] = []
   for (let l = 0; l < levels; l++) {
     if (l > 0) ops.push({ op: 'maxPool' })
-    ops.push(...block(`enc${l}`, l === 0 ? options.inChannels : ch(l - 1), ch(l), options.dropout[l]))
+    ops.push(
+      ...block(`enc${l}`, l === 0 ? options.inChannels : ch(l - 1), ch(l), options.dropout[l]),
+    )
     if (l < levels - 1) ops.push({ op: 'save', slot: `skip${l}` })
   }
   for (let l = levels - 2; l >= 0; l--) {
-    ops.push({ op: 'conv', name: `dec${l}.reduce`, inChannels: ch(l + 1), outChannels: ch(l), kernel: 1 })
+    ops.push({
+      op: 'conv',
+      name: `dec${l}.reduce`,
+      inChannels: ch(l + 1),
+      outChannels: ch(l),
+      kernel: 1,
+    })
     ops.push({ op: 'upsample' })
     ops.push({ op: 'concat', slot: `skip${l}` })
     ops.push(...block(`dec${l}`, 2 * ch(l), ch(l), 0))
@@ -98,7 +114,11 @@ export const parameterShapes = (spec: UNetSpec): ParameterShape[] =>
   spec.ops.flatMap((o): ParameterShape[] =>
     o.op === 'conv'
       ? [
-          { name: `${o.name}.kernel`, shape: [o.kernel, o.kernel, o.inChannels, o.outChannels], trainable: true },
+          {
+            name: `${o.name}.kernel`,
+            shape: [o.kernel, o.kernel, o.inChannels, o.outChannels],
+            trainable: true,
+          },
           { name: `${o.name}.bias`, shape: [o.outChannels], trainable: true },
         ]
       : o.op === 'batchNorm'

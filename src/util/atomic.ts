@@ -11,7 +11,10 @@ import { basename, dirname, join } from 'node:path'
 export const writeFileAtomic = async (path: string, data: Uint8Array | string): Promise<void> => {
   const dir = dirname(path)
   await mkdir(dir, { recursive: true })
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`)
+  const tmp = join(
+    dir,
+    `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`,
+  )
   try {
     await writeFile(tmp, data)
     await rename(tmp, path)

@@ -14,12 +14,7 @@
 export type DataType = 'uint8' | 'int16' | 'uint16' | 'int32' | 'float32' | 'float64'
 
 export type VoxelArray =
-  | Uint8Array
-  | Int16Array
-  | Uint16Array
-  | Int32Array
-  | Float32Array
-  | Float64Array
+  Uint8Array | Int16Array | Uint16Array | Int32Array | Float32Array | Float64Array
 
 export type Vec3 = readonly [number, number, number]
 /** Row-major 4x4 matrix; `m[r][c]`. */
@@ -114,7 +109,9 @@ export const volumeOf = <A extends VoxelArray>(p: {
   scaling?: Scaling
 }): Volume<A> => {
   if (voxelCount(p.dims) !== p.data.length)
-    throw new RangeError(`dims ${p.dims.join('x')} need ${voxelCount(p.dims)} voxels, got ${p.data.length}`)
+    throw new RangeError(
+      `dims ${p.dims.join('x')} need ${voxelCount(p.dims)} voxels, got ${p.data.length}`,
+    )
   return {
     dims: p.dims,
     datatype: datatypeOf(p.data),
@@ -146,5 +143,7 @@ export const applyAffine = (m: Mat4, p: Vec3): Vec3 => [
 
 export const matMul = (a: Mat4, b: Mat4): Mat4 =>
   [0, 1, 2, 3].map((r) =>
-    [0, 1, 2, 3].map((c) => a[r][0] * b[0][c] + a[r][1] * b[1][c] + a[r][2] * b[2][c] + a[r][3] * b[3][c]),
+    [0, 1, 2, 3].map(
+      (c) => a[r][0] * b[0][c] + a[r][1] * b[1][c] + a[r][2] * b[2][c] + a[r][3] * b[3][c],
+    ),
   )

@@ -9,7 +9,7 @@ import { forwardTrain, toParams, type Params, type TrainForward } from '../model
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { seeded } from '../util/rng.ts'
 import { loadEngine } from './engine.ts'
-import { unpack, type FromWorker, type ToWorker } from './parallel.ts'
+import { pack, unpack, type FromWorker, type ToWorker } from './parallel.ts'
 
 const port = parentPort
 if (!port) throw new Error('parallel-worker.ts runs only as a worker thread')
@@ -58,17 +58,9 @@ const handle = async (m: ToWorker): Promise<void> => {
   try {
     const grads = held.pass.backward(dLogits)
     const trainable = parameterShapes(spec).filter((p) => p.trainable)
-    const packed = new Float32Array(
-      trainable.reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0),
-    )
-    let offset = 0
-    for (const p of trainable) {
-      const v = grads[p.name].dataSync() as Float32Array
-      packed.set(v, offset)
-      offset += v.length
-    }
+    const packed = pack(trainable, (n) => grads[n].dataSync() as Float32Array)
     tf.dispose(Object.values(grads))
-    reply({ type: 'gradients', id: m.id, grads: packed }, [packed.buffer])
+    reply({ type: 'gradients', id: m.id, grads: packed }, [packed.buffer as ArrayBuffer])
   } finally {
     tf.dispose([dLogits, held.pass.logits, held.image, ...Object.values(held.params)])
   }

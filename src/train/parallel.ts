@@ -14,7 +14,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import { Worker } from 'node:worker_threads'
-import type { BatchStats, Params } from '../model/tfjs-unet.ts'
+import type { BatchStats } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import type { Pass, Passes } from './step.ts'
 import type { EngineName } from './engine.ts'
@@ -45,24 +45,22 @@ export type FromWorker =
   | { readonly type: 'gradients'; readonly id: number; readonly grads: Float32Array }
   | { readonly type: 'failed'; readonly id: number; readonly message: string }
 
-/** All weights of the spec, end to end in `parameterShapes` order. */
-export const packWeights = (spec: UNetSpec, params: Params): Float32Array => {
-  const shapes = parameterShapes(spec)
+type Shapes = readonly { readonly name: string; readonly shape: readonly number[] }[]
+
+/** Named arrays end to end in the order of `shapes` (one buffer to transfer). */
+export const pack = (shapes: Shapes, valueOf: (name: string) => Float32Array): Float32Array => {
   const out = new Float32Array(shapes.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0))
   let offset = 0
   for (const s of shapes) {
-    const v = params[s.name].dataSync() as Float32Array
+    const v = valueOf(s.name)
     out.set(v, offset)
     offset += v.length
   }
   return out
 }
 
-/** The inverse of `packWeights` over the shapes given (views, no copy). */
-export const unpack = (
-  shapes: readonly { readonly name: string; readonly shape: readonly number[] }[],
-  packed: Float32Array,
-): Record<string, Float32Array> => {
+/** The inverse of `pack` (views, no copy). */
+export const unpack = (shapes: Shapes, packed: Float32Array): Record<string, Float32Array> => {
   let offset = 0
   return Object.fromEntries(
     shapes.map((s) => {
@@ -120,11 +118,16 @@ export const workerPasses = async (
       w.postMessage(m, transfer)
     })
   // Init requests share id -1: answer them one worker at a time.
-  for (const w of workers) await request(w, { type: 'init', spec, engine }, -1)
+  try {
+    for (const w of workers) await request(w, { type: 'init', spec, engine }, -1)
+  } catch (e) {
+    await Promise.all(workers.map((w) => w.terminate()))
+    throw e
+  }
 
   const trainable = parameterShapes(spec).filter((p) => p.trainable)
   const forward: Passes['forward'] = async (params, images, seeds) => {
-    const weights = packWeights(spec, params)
+    const weights = pack(parameterShapes(spec), (n) => params[n].dataSync() as Float32Array)
     const replies = await Promise.all(
       images.map((image, i) => {
         const id = nextId++

@@ -1,7 +1,8 @@
 /**
  * One MaCo optimisation step: forward the original and the masked images, the loss, the
- * backward of both passes, Adam, and PyTorch's batch-norm moving averages (updated once
- * per forward, original first, as calling the module twice does).
+ * backward of both passes, the batch-norm moving averages (by default updated once per
+ * forward, original first, as calling a PyTorch module twice does) and Adam.
+ * `computeGradients` is the step without the optimizer, for a trainer that brings its own.
  *
  * Where the passes run is a `Passes` runner: `inProcess` runs them one after the other
  * on this thread's engine; `parallel.ts` runs them at once on worker threads. The loss
@@ -133,33 +134,44 @@ export const adamUpdate = (
   return { params, adam: { step, m: { ...state.adam.m, ...m }, v: { ...state.adam.v, ...v } } }
 }
 
-export interface StepResult {
-  readonly state: TrainState
+/**
+ * Which passes update the batch-norm moving averages: 'every-pass' is what calling a
+ * PyTorch module twice in training mode does (the original pass, then the masked one);
+ * 'original' ignores the masked images' statistics.
+ */
+export type MovingStatsFrom = 'every-pass' | 'original'
+
+export interface Gradients {
+  /** The params with the moving statistics updated (the old moving-statistics tensors freed). */
+  readonly params: Params
+  /** dL/dweight per trainable weight, both passes summed; the caller owns them. */
+  readonly grads: Record<string, tf.Tensor>
   readonly loss: number
 }
 
 /**
- * One step. Dropout masks come from `seeded(seed, 'dropout', step, 'original' | 'masked')`,
- * so a run is reproducible whichever runner executes it. The batch tensors stay the
- * caller's; the old state's tensors are freed.
+ * Forwards, loss, backwards and moving averages; no optimizer (see `trainStep`). Dropout
+ * masks come from `seeded(seed, 'dropout', step, 'original' | 'masked')`, so a run is
+ * reproducible whichever runner executes it. The batch tensors stay the caller's.
  */
-export const trainStep = async <B extends StepBatch>(
+export const computeGradients = async <B extends StepBatch>(
   passes: Passes,
-  state: TrainState,
+  params: Params,
   batch: B,
   loss: StepLoss<B>,
   at: { readonly seed: number | string; readonly step: number },
-  adam: AdamOptions = DEFAULT_ADAM,
-): Promise<StepResult> => {
+  movingStats: MovingStatsFrom = 'every-pass',
+): Promise<Gradients> => {
   const images = batch.masked ? [batch.image, batch.masked] : [batch.image]
   const names = ['original', 'masked'].slice(0, images.length)
   const runs = await passes.forward(
-    state.params,
+    params,
     images,
     names.map((n) => [at.seed, 'dropout', at.step, n]),
   )
-  let params = state.params
-  for (const r of runs) params = updateMovingStats(params, r.stats)
+  let next = params
+  for (const r of movingStats === 'every-pass' ? runs : runs.slice(0, 1))
+    next = updateMovingStats(next, r.stats)
   const { value, grads: dLogits } = tf.valueAndGrads(
     (logits: tf.Tensor, maskedLogits?: tf.Tensor) =>
       loss(logits as tf.Tensor4D, maskedLogits as tf.Tensor4D | undefined, batch),
@@ -169,17 +181,31 @@ export const trainStep = async <B extends StepBatch>(
   value.dispose()
   const perPass = await Promise.all(runs.map((r, i) => r.backward(dLogits[i] as tf.Tensor4D)))
   tf.dispose(dLogits)
-  const grads =
-    perPass.length === 2
-      ? Object.fromEntries(
-          Object.keys(perPass[0]).map((n) => [
-            n,
-            tf.tidy(() => tf.add(perPass[0][n], perPass[1][n])),
-          ]),
-        )
-      : perPass[0]
-  if (perPass.length === 2) tf.dispose(perPass.flatMap((g) => Object.values(g)))
-  const next = adamUpdate({ params, adam: state.adam }, grads, adam)
-  tf.dispose(Object.values(grads))
-  return { state: next, loss: lossValue }
+  if (perPass.length === 1) return { params: next, grads: perPass[0], loss: lossValue }
+  const grads = Object.fromEntries(
+    Object.keys(perPass[0]).map((n) => [n, tf.add(perPass[0][n], perPass[1][n])]),
+  )
+  tf.dispose(perPass.flatMap((g) => Object.values(g)))
+  return { params: next, grads, loss: lossValue }
+}
+
+export interface StepResult {
+  readonly state: TrainState
+  readonly loss: number
+}
+
+/** One step: `computeGradients`, then Adam. The old state's tensors are freed. */
+export const trainStep = async <B extends StepBatch>(
+  passes: Passes,
+  state: TrainState,
+  batch: B,
+  loss: StepLoss<B>,
+  at: { readonly seed: number | string; readonly step: number },
+  adam: AdamOptions = DEFAULT_ADAM,
+  movingStats: MovingStatsFrom = 'every-pass',
+): Promise<StepResult> => {
+  const g = await computeGradients(passes, state.params, batch, loss, at, movingStats)
+  const next = adamUpdate({ params: g.params, adam: state.adam }, g.grads, adam)
+  tf.dispose(Object.values(g.grads))
+  return { state: next, loss: g.loss }
 }

@@ -1,0 +1,103 @@
+import * as tf from '@tensorflow/tfjs-core'
+import t from 'tap'
+import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
+import { parameterShapes, unetSpec } from '../../src/model/unet.ts'
+import { loadEngine } from '../../src/train/engine.ts'
+import { pack, unpack, workerPasses } from '../../src/train/parallel.ts'
+import {
+  disposeState,
+  initialState,
+  inProcess,
+  trainStep,
+  type Passes,
+} from '../../src/train/step.ts'
+import { seeded } from '../../src/util/rng.ts'
+
+// wasm: the cpu backend's filter gradient is ~20x slower, and wasm is always there.
+const engine = await loadEngine('wasm')()
+if (engine._tag === 'Left') throw new Error(engine.left)
+
+const tiny = unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] })
+
+const batch = () => {
+  const rng = seeded(2, 'parallel')
+  const image = tf.tensor4d(
+    Float32Array.from({ length: 2 * 32 * 32 }, () => rng.normal()),
+    [2, 32, 32, 1],
+  )
+  const masked = tf.relu(image) as tf.Tensor4D
+  return { image, masked }
+}
+const loss = (a: tf.Tensor4D, b: tf.Tensor4D | undefined) =>
+  tf.tidy(() =>
+    tf.add(tf.mean(tf.square(tf.sub(tf.softmax(a), 0.25))), tf.mean(tf.abs(tf.sub(a, b!)))),
+  ) as tf.Scalar
+
+const run = async (passes: Passes, steps: number) => {
+  const data = batch()
+  let state = initialState(tiny, toParams(tiny, initialWeights(tiny, 2)))
+  const losses: number[] = []
+  const counts: number[] = []
+  for (let s = 0; s < steps; s++) {
+    const r = await trainStep(passes, state, data, loss, { seed: 2, step: s })
+    state = r.state
+    losses.push(r.loss)
+    counts.push(tf.memory().numTensors)
+  }
+  const weights = Object.fromEntries(
+    Object.entries(state.params).map(([k, v]) => [k, v.dataSync().slice() as Float32Array]),
+  )
+  disposeState(state)
+  tf.dispose(Object.values(data))
+  return { losses, weights, counts }
+}
+
+t.test(
+  'two worker threads give exactly the single-threaded step (same losses, same weights)',
+  async (t) => {
+    const reference = await run(inProcess(tiny), 3)
+    const passes = await workerPasses(tiny, 'wasm', 2)
+    try {
+      const parallel = await run(passes, 3)
+      t.same(parallel.losses, reference.losses)
+      for (const p of parameterShapes(tiny))
+        t.ok(
+          parallel.weights[p.name].every((v, i) => v === reference.weights[p.name][i]),
+          p.name,
+        )
+      t.same(
+        new Set(parallel.counts).size,
+        1,
+        `main-thread tensors flat: ${parallel.counts.join(' ')}`,
+      )
+    } finally {
+      await passes.close()
+    }
+  },
+)
+
+t.test('one worker runs both passes in turn', async (t) => {
+  const reference = await run(inProcess(tiny), 1)
+  const passes = await workerPasses(tiny, 'wasm', 1)
+  try {
+    t.same((await run(passes, 1)).losses, reference.losses)
+  } finally {
+    await passes.close()
+  }
+})
+
+t.test('a worker that cannot load its engine fails the start with its reason', async (t) => {
+  await t.rejects(workerPasses(tiny, 'tensorflow', 1), /engine 'tensorflow' is not available/)
+})
+
+t.test('pack and unpack are inverse over the shapes given', async (t) => {
+  const shapes = [
+    { name: 'a', shape: [2, 3] },
+    { name: 'b', shape: [4] },
+  ]
+  const values = { a: Float32Array.from([1, 2, 3, 4, 5, 6]), b: Float32Array.from([7, 8, 9, 10]) }
+  const packed = pack(shapes, (n) => values[n as 'a' | 'b'])
+  t.same(Array.from(packed), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+  const back = unpack(shapes, packed)
+  t.same(Array.from(back.b), [7, 8, 9, 10])
+})

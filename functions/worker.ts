@@ -14,7 +14,8 @@
  * instantiate its binary.
  *
  * Settings (wrangler.toml [vars], or secrets): API_KEY, CORS_ORIGIN (comma-separated or
- * *), MAX_MB, MAX_VOXELS.
+ * *), MAX_MB, MAX_VOXELS, BATCH (slices per session run: activations for 8 slices of the
+ * default UNet take about 190 MB of wasm memory, over the 128 MB a Worker has, so 1).
  *
  * @example
  * // wrangler r2 object put maco-models/acdc.onnx --file models/acdc.onnx
@@ -24,7 +25,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import * as t from 'io-ts'
 import * as ort from 'onnxruntime-web'
-// @ts-expect-error wrangler turns a .wasm import into a compiled WebAssembly.Module
 import ortWasm from 'onnxruntime-web/ort-wasm-simd-threaded.wasm'
 import { createApp, DEFAULT_SERVE_LIMITS, type App } from '../src/serve/app.ts'
 import { loadRegistry, type ModelStore } from '../src/serve/models.ts'
@@ -52,6 +52,7 @@ export interface Env {
   readonly CORS_ORIGIN?: string
   readonly MAX_MB?: string
   readonly MAX_VOXELS?: string
+  readonly BATCH?: string
 }
 
 const r2Store = (bucket: R2BucketLike, prefix: string): ModelStore => ({
@@ -94,28 +95,35 @@ const assetStore = (assets: FetcherLike): ModelStore => ({
   },
 })
 
+/** Stands for the ORT wasm in `env.wasm.wasmBinary`; swapped for the imported module when instantiated. */
+const ORT_WASM_STAND_IN = new Uint8Array([0])
+
 /** onnxruntime-web compiles its wasm from bytes, which Workers forbid: give it the imported module. */
 const useImportedWasm = (): void => {
   const instantiate = WebAssembly.instantiate.bind(WebAssembly) as (
-    m: WebAssembly.Module,
+    source: unknown,
     imports?: WebAssembly.Imports,
-  ) => Promise<WebAssembly.Instance>
-  WebAssembly.instantiate = (async (source: unknown, imports?: WebAssembly.Imports) =>
-    source instanceof WebAssembly.Module
-      ? instantiate(source, imports)
-      : {
-          module: ortWasm as WebAssembly.Module,
-          instance: await instantiate(ortWasm as WebAssembly.Module, imports),
-        }) as typeof WebAssembly.instantiate
-  // Any non-empty bytes: they make ORT instantiate instead of fetching, and are replaced above.
-  ort.env.wasm.wasmBinary = new Uint8Array([0])
+  ) => Promise<unknown>
+  WebAssembly.instantiate = (async (source: unknown, imports?: WebAssembly.Imports) => {
+    // Emscripten hands on a copy of wasmBinary, so the stand-in is known by its one byte.
+    if (!(source instanceof Uint8Array && source.length === 1 && source[0] === 0))
+      return instantiate(source, imports)
+    return { module: ortWasm, instance: await instantiate(ortWasm, imports) }
+  }) as typeof WebAssembly.instantiate
+  ort.env.wasm.wasmBinary = ORT_WASM_STAND_IN
   ort.env.wasm.numThreads = 1
 }
 
-const positive = (raw: string | undefined, name: string, fallback: number): number => {
+const positive = (
+  raw: string | undefined,
+  name: string,
+  fallback: number,
+  whole = false,
+): number => {
   if (raw === undefined || raw === '') return fallback
   const n = Number(raw)
-  if (!(n > 0)) throw new Error(`${name} must be a positive number, got '${raw}'`)
+  if (!(n > 0) || (whole && !Number.isInteger(n)))
+    throw new Error(`${name} must be a positive ${whole ? 'integer' : 'number'}, got '${raw}'`)
   return n
 }
 
@@ -139,9 +147,10 @@ const appFor = async (env: Env): Promise<App> => {
     models: registry.right,
     ...(env.API_KEY ? { apiKey: env.API_KEY } : {}),
     ...(cors ? { cors: cors.length === 1 ? cors[0] : cors } : {}),
+    batch: positive(env.BATCH, 'BATCH', 1, true),
     limits: {
       maxBytes: positive(env.MAX_MB, 'MAX_MB', DEFAULT_SERVE_LIMITS.maxBytes / 2 ** 20) * 2 ** 20,
-      maxVoxels: positive(env.MAX_VOXELS, 'MAX_VOXELS', DEFAULT_SERVE_LIMITS.maxVoxels),
+      maxVoxels: positive(env.MAX_VOXELS, 'MAX_VOXELS', DEFAULT_SERVE_LIMITS.maxVoxels, true),
     },
   })
 }

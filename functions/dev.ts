@@ -45,7 +45,7 @@ export const OFFLINE_ENV = {
 } as const
 
 export interface LocalWorkerOptions {
-  /** A folder of `NAME.onnx` + `NAME.json` pairs. */
+  /** A folder of `NAME.onnx` + `NAME.json` pairs (its cards are checked before wrangler starts). */
   readonly models: string
   /** Where the simulated R2 bucket lives: emptied, then seeded with `models`. */
   readonly state: string
@@ -61,7 +61,7 @@ export interface LocalWorkerOptions {
 
 export interface LocalWorker {
   readonly url: string
-  /** Names of the models seeded (the `NAME` of each pair). */
+  /** The models served, by their cards' names. */
   readonly models: readonly string[]
   /** Resolves with wrangler's exit code, should it stop by itself. */
   readonly exited: Promise<number | null>

@@ -276,9 +276,9 @@ export const forwardTrain = (
         const tape = tapes[i]
         const consumed = g
         if ('kind' in s)
-          g = made(unitBackward(s, tape as UnitTape, single(g), params, grads, input, spec.options))
+          g = made(unitBackward(s, tape as UnitTape, g, params, grads, input, spec.options))
         else if (s.op === 'maxPool' || s.op === 'upsample')
-          g = made(resampleBackward(s.op, tape as Parts, single(g)))
+          g = made(resampleBackward(s.op, tape as Parts, g))
         else if (s.op === 'concat') {
           const n = (tape as Parts).length
           pending.set(s.slot, g.slice(0, n))
@@ -301,9 +301,10 @@ export const forwardTrain = (
   return { logits, stats, backward, dispose: disposeTape }
 }
 
-const resampleBackward = (op: 'maxPool' | 'upsample', xs: Parts, dy: tf.Tensor4D): Parts =>
+const resampleBackward = (op: 'maxPool' | 'upsample', xs: Parts, gOut: Parts): Parts =>
   scoped(() => {
     const x = single(xs)
+    const dy = single(gOut)
     const dx =
       op === 'maxPool'
         ? tf
@@ -324,14 +325,14 @@ const resampleBackward = (op: 'maxPool' | 'upsample', xs: Parts, dy: tf.Tensor4D
 const unitBackward = (
   u: Unit,
   tape: UnitTape,
-  gOut: tf.Tensor4D,
+  gOut: Parts,
   params: Params,
   grads: Record<string, tf.Tensor>,
   input: tf.Tensor4D,
   options: UNetSpec['options'],
 ): Parts => {
   const result = scoped(() => {
-    let g = gOut
+    let g = single(gOut)
     if (tape.mask) g = tf.mul(g, tape.mask)
     if (u.leakyRelu) g = tf.mul(g, tf.step(tape.out, options.leakySlope))
     const named: Record<string, tf.Tensor> = {}

@@ -263,6 +263,50 @@ for (const backend of ['cpu', 'wasm'] as const)
     },
   )
 
+t.test(
+  'any program of the ops is interpreted: batch norm on a concat, pooling a concat',
+  async (t) => {
+    const spec: UNetSpec = {
+      options: { ...tiny.options, classes: 2 },
+      ops: [
+        { op: 'conv', name: 'a', inChannels: 1, outChannels: 3, kernel: 3 },
+        { op: 'save', slot: 's' },
+        { op: 'leakyRelu' },
+        { op: 'conv', name: 'b', inChannels: 3, outChannels: 3, kernel: 1 },
+        { op: 'concat', slot: 's' },
+        { op: 'batchNorm', name: 'n', channels: 6 },
+        { op: 'dropout', rate: 0.2 },
+        { op: 'save', slot: 't' },
+        { op: 'concat', slot: 't' },
+        { op: 'maxPool' },
+        { op: 'upsample' },
+        { op: 'conv', name: 'out', inChannels: 12, outChannels: 2, kernel: 3 },
+      ],
+    }
+    const w = initialWeights(spec, 8)
+    const x = randomImages(2, 16, 8)
+    const r = tf.reshape(randomImages(4, 16, 9), [2, 16, 16, 2]) as tf.Tensor4D
+    const expected = referenceGradients(spec, w, x, r, 10)
+    const params = toParams(spec, w)
+    const before = tf.memory().numTensors
+    const pass = forwardTrain(spec, params, x, seeded(10, 'dropout'))
+    const grads = pass.backward(r)
+    for (const name of trainable(spec)) {
+      const got = grads[name].dataSync() as Float32Array
+      // b's bias reaches the loss only through the batch norm, which cancels it: 0 exactly.
+      if (name === 'b.bias')
+        t.ok(
+          [...got, ...expected[name]].every((v) => Math.abs(v) < 1e-5),
+          name,
+        )
+      else t.ok(relativeError(got, expected[name]) < 1e-4, name)
+    }
+    tf.dispose([pass.logits, ...Object.values(grads)])
+    t.equal(tf.memory().numTensors, before, 'the pass freed all it kept')
+    tf.dispose([x, r, ...Object.values(params)])
+  },
+)
+
 t.test('weights round-trip through tensors, named and shaped as parameterShapes', async (t) => {
   const w = initialWeights(tiny, 7)
   const params = toParams(tiny, w)

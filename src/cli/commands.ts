@@ -7,6 +7,7 @@ import { predict } from './predict.ts'
 import { serveCommand } from './serve.ts'
 import { preprocess } from './preprocess.ts'
 import { bench } from './bench.ts'
+import { trainCommand } from './train.ts'
 
 export const commands: readonly Command[] = [
   inspect,
@@ -16,4 +17,5 @@ export const commands: readonly Command[] = [
   predict,
   serveCommand,
   bench,
+  trainCommand,
 ]

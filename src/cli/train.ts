@@ -1,0 +1,407 @@
+/**
+ * `maco train PIPELINE.ts`: trains a recipe of a pipeline module (a `.ts` file exporting
+ * `recipes`, see src/train/recipe.ts) into a run folder: `config.json` (what was run),
+ * checkpoints, `metrics.jsonl` and `plot.svg`. Ctrl-C finishes the step under way, writes
+ * a resumable checkpoint and exits 130; `--resume` continues exactly where it stopped.
+ *
+ * @example
+ * maco train pipelines/acdc.ts --recipe cpu --out runs/acdc-cpu
+ * maco train pipelines/acdc.ts --recipe cpu --out runs/acdc-cpu --resume
+ * maco train pipelines/synthetic.ts --recipe smoke --loss pce --epochs 3 --json
+ */
+import * as E from 'fp-ts/lib/Either.js'
+import * as t from 'io-ts'
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { basename, join, resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { runPipeline } from '../pipeline/run.ts'
+import { formatStageError } from '../pipeline/stage.ts'
+import { ENGINE_CHOICES, loadEngine, type Engine, type EngineChoice } from '../train/engine.ts'
+import { workerPasses } from '../train/parallel.ts'
+import {
+  LOSS_PRESET_NAMES,
+  TrainConfig,
+  applyOverrides,
+  networkSpec,
+  type LossPreset,
+  type Overrides,
+  type Recipe,
+} from '../train/recipe.ts'
+import { inProcess } from '../train/step.ts'
+import {
+  CHECKPOINTS,
+  METRICS_FILE,
+  PLOT_FILE,
+  stepsPerEpoch,
+  train,
+  type TrainOutcome,
+} from '../train/trainer.ts'
+import { writeFileAtomic } from '../util/atomic.ts'
+import {
+  flag,
+  inputError,
+  numberOption,
+  optionalString,
+  positionals,
+  runFailed,
+  usageError,
+  type Command,
+  type CommandIO,
+  type Parsed,
+} from './command.ts'
+import { progress, type Progress } from './progress.ts'
+
+/** `config.json` of a run folder: what `--resume` and `maco export` read back. */
+export const RunFile = t.type({
+  pipeline: t.string,
+  recipe: t.string,
+  dataDir: t.union([t.string, t.null]),
+  config: TrainConfig,
+})
+export type RunFile = t.TypeOf<typeof RunFile>
+export const RUN_FILE = 'config.json'
+
+const isRecipe = (u: unknown): u is Recipe =>
+  typeof u === 'object' &&
+  u !== null &&
+  ['cases', 'training', 'validation'].every(
+    (k) => typeof (u as Record<string, unknown>)[k] === 'function',
+  ) &&
+  E.isRight(TrainConfig.decode((u as Record<string, unknown>).config))
+
+/** The recipes a pipeline module exports, or a usage/input error in one line. */
+export const loadRecipes = async (file: string): Promise<Readonly<Record<string, Recipe>>> => {
+  if (!/\.[cm]?[tj]s$/.test(file))
+    throw usageError(`the pipeline must be a .ts or .js module, got ${file}`)
+  const path = resolve(file)
+  if (!existsSync(path)) throw inputError(`no pipeline file ${file}`)
+  let module: Record<string, unknown>
+  try {
+    module = (await import(pathToFileURL(path).href)) as Record<string, unknown>
+  } catch (e) {
+    throw inputError(`cannot load ${file}: ${(e as Error).message.split('\n')[0]}`)
+  }
+  const recipes = module.recipes
+  if (typeof recipes !== 'object' || recipes === null || Object.keys(recipes).length === 0)
+    throw inputError(`${file} exports no recipes (export const recipes = { name: recipe })`)
+  const broken = Object.entries(recipes).find(([, r]) => !isRecipe(r))
+  if (broken)
+    throw inputError(
+      `${file}: recipe '${broken[0]}' is not a recipe (config, cases, training, validation)`,
+    )
+  return recipes as Record<string, Recipe>
+}
+
+/** A recipe by name; with no name, the module's first. */
+export const pickRecipe = (
+  recipes: Readonly<Record<string, Recipe>>,
+  name: string | undefined,
+  file: string,
+): [string, Recipe] => {
+  const names = Object.keys(recipes)
+  const chosen = name ?? names[0]
+  if (!Object.hasOwn(recipes, chosen))
+    throw usageError(`${file} has no recipe '${chosen}' (it has ${names.join(', ')})`)
+  return [chosen, recipes[chosen]]
+}
+
+const choice = <T extends string>(
+  args: Parsed,
+  name: string,
+  allowed: readonly T[],
+): T | undefined => {
+  const v = optionalString(args, name)
+  if (v !== undefined && !(allowed as readonly string[]).includes(v))
+    throw usageError(`--${name} must be one of ${allowed.join(', ')}, got '${v}'`)
+  return v as T | undefined
+}
+
+const integer = (args: Parsed, name: string, min: number): number | undefined =>
+  args.values[name] === undefined
+    ? undefined
+    : numberOption(args, name, 0, (n) => Number.isInteger(n) && n >= min)
+
+/** The config overrides the flags ask for. */
+const overridesOf = (args: Parsed): Overrides => {
+  const shrink =
+    args.values.shrink === undefined
+      ? undefined
+      : numberOption(args, 'shrink', 0, (n) => n >= 0 && n <= 1)
+  const lr = args.values.lr === undefined ? undefined : numberOption(args, 'lr', 0, (n) => n > 0)
+  const o: Overrides = {
+    epochs: integer(args, 'epochs', 1),
+    seed: integer(args, 'seed', 0),
+    batch: integer(args, 'batch', 1),
+    trainCases: integer(args, 'train-cases', 1),
+    valCases: integer(args, 'val-cases', 1),
+    lr,
+    shrink,
+    loss: choice<LossPreset>(args, 'loss', LOSS_PRESET_NAMES),
+    supervision: choice(args, 'supervision', ['scribble', 'label'] as const),
+    split: optionalString(args, 'split'),
+  }
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Overrides
+}
+
+const describeEngine = (e: Engine, choice: EngineChoice): string =>
+  choice === 'auto'
+    ? `engine: ${e.name} (auto${e.skipped.length > 0 ? `; skipped ${e.skipped.join('; ')}` : ''})`
+    : `engine: ${e.name} (asked for)`
+
+/** Loads the engine the flag names; exit 2 with its reason when it is not there. */
+export const engineFor = async (args: Parsed, io: CommandIO, fallback: EngineChoice = 'auto') => {
+  const asked = choice<EngineChoice>(args, 'engine', ENGINE_CHOICES) ?? fallback
+  const engine = await loadEngine(asked)()
+  if (E.isLeft(engine)) throw inputError(engine.left)
+  io.err(`${describeEngine(engine.right, asked)}\n`)
+  return engine.right
+}
+
+export interface RunRequest {
+  readonly pipeline: string
+  readonly recipeName: string
+  readonly recipe: Recipe
+  readonly config: TrainConfig
+  readonly dataDir: string | undefined
+  readonly runDir: string
+  readonly resume: boolean
+  readonly engine: Engine
+  readonly workers: number
+}
+
+/** Per-epoch progress bars driven by the trainer's step callback. */
+const stepBars = (io: CommandIO, epochs: number, perEpoch: number) => {
+  let bar: Progress | undefined
+  let epochOfBar = -1
+  return {
+    onStep: (step: number, epoch: number) => {
+      if (epoch !== epochOfBar) {
+        bar = progress({ label: `epoch ${epoch + 1}/${epochs}`, total: perEpoch, io })
+        epochOfBar = epoch
+        bar.tick(undefined, step - epoch * perEpoch)
+      } else bar?.tick()
+    },
+    done: () => {
+      bar = undefined
+      epochOfBar = -1
+    },
+  }
+}
+
+/**
+ * Lists and prepares the data, then trains; Ctrl-C asks the trainer to stop after the
+ * step under way (a second Ctrl-C quits at once). Throws a CLI error on any failure.
+ */
+export const runRecipe = async (
+  r: RunRequest,
+  io: CommandIO,
+): Promise<TrainOutcome & { data: string }> => {
+  const { config } = r
+  const cases = await r.recipe.cases(config, r.dataDir)()
+  if (E.isLeft(cases)) throw inputError(cases.left)
+  io.err(`data: ${cases.right.data}\n`)
+  const env = { seed: config.seed }
+  const prepareBar = progress({
+    label: 'prepare',
+    total: cases.right.train.length + cases.right.val.length,
+    io,
+  })
+  const tick = { onProgress: (p: { case: string }) => prepareBar.tick(p.case) }
+  const training = await runPipeline(r.recipe.training(config), cases.right.train, env, tick)()
+  if (E.isLeft(training)) throw inputError(formatStageError(training.left))
+  const validation = await runPipeline(r.recipe.validation(config), cases.right.val, env, tick)()
+  if (E.isLeft(validation)) throw inputError(formatStageError(validation.left))
+  prepareBar.done(
+    `${training.right.length} training slices, ${validation.right.length} validation volumes`,
+  )
+
+  const spec = networkSpec(config)
+  if (r.workers > 1 && !config.loss.mcm)
+    io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
+  const passes =
+    r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
+  let stop = false
+  const onSigint = () => {
+    if (stop) process.exit(130)
+    stop = true
+    io.err('\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n')
+  }
+  process.on('SIGINT', onSigint)
+  const perEpoch = stepsPerEpoch(training.right.length, config.batch)
+  const bars = stepBars(io, config.epochs, perEpoch)
+  try {
+    const outcome = await train({
+      config,
+      train: training.right,
+      val: validation.right,
+      runDir: r.runDir,
+      resume: r.resume,
+      origin: { recipe: r.recipeName, pipeline: r.pipeline, data: cases.right.data },
+      passes,
+      stopRequested: () => stop,
+      onStep: bars.onStep,
+      onEpoch: bars.done,
+      log: (line) => io.err(`${line}\n`),
+    })()
+    if (E.isLeft(outcome)) throw runFailed(outcome.left)
+    return { ...outcome.right, data: cases.right.data }
+  } finally {
+    process.off('SIGINT', onSigint)
+    await passes.close()
+  }
+}
+
+const readRunFile = async (runDir: string): Promise<RunFile> => {
+  const path = join(runDir, RUN_FILE)
+  const text = await readFile(path, 'utf8').catch(() => undefined)
+  if (text === undefined) throw inputError(`nothing to resume in ${runDir} (no ${RUN_FILE})`)
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch {
+    throw inputError(`${path} is not valid JSON`)
+  }
+  const decoded = RunFile.decode(json)
+  if (E.isLeft(decoded)) throw inputError(`${path} is not a run config`)
+  return decoded.right
+}
+
+const CONFIG_FLAGS = [
+  'epochs',
+  'seed',
+  'batch',
+  'lr',
+  'loss',
+  'supervision',
+  'shrink',
+  'split',
+  'train-cases',
+  'val-cases',
+]
+
+export const trainCommand: Command = {
+  name: 'train',
+  summary: 'train a recipe of a pipeline (pipeline as code) into a run folder',
+  usage: 'maco train PIPELINE.ts [--recipe NAME] [--out RUN_DIR] [options]',
+  details: [
+    'Options:',
+    '  --recipe NAME         a recipe the pipeline exports (default: its first)',
+    "  --data DIR            where the dataset is (default: the recipe's, e.g. ../shared/data/acdc)",
+    '  --out RUN_DIR         run folder (default: runs/<pipeline>-<recipe>)',
+    '  --resume              continue the run in RUN_DIR where it stopped (same config)',
+    `  --engine E            ${ENGINE_CHOICES.join(', ')} (default auto: the first that loads)`,
+    '  --workers N           worker threads for the two passes of a MaCo step (default 1)',
+    '  --epochs N, --seed S, --batch N, --lr X      override the recipe',
+    `  --loss PRESET         ${LOSS_PRESET_NAMES.join(', ')} (ablations; maco = all terms)`,
+    '  --supervision S       scribble (default) or label: the fully supervised upper bound',
+    '  --shrink R            remove this fraction of the scribble pixels (0..1)',
+    '  --split NAME          the training split (e.g. train, train35)',
+    '  --train-cases N       keep N training subjects (nested: fixed seeded order)',
+    '  --val-cases N         validate on N subjects',
+    '  --json                print the outcome as JSON on stdout',
+    '',
+    'The run folder gets config.json, last.ckpt and best.ckpt (best validation Dice),',
+    'metrics.jsonl and plot.svg. Ctrl-C writes a checkpoint and exits 130; --resume continues.',
+  ].join('\n'),
+  options: {
+    recipe: { type: 'string' },
+    data: { type: 'string' },
+    out: { type: 'string', short: 'o' },
+    resume: { type: 'boolean' },
+    engine: { type: 'string' },
+    workers: { type: 'string' },
+    epochs: { type: 'string' },
+    seed: { type: 'string' },
+    batch: { type: 'string' },
+    lr: { type: 'string' },
+    loss: { type: 'string' },
+    supervision: { type: 'string' },
+    shrink: { type: 'string' },
+    split: { type: 'string' },
+    'train-cases': { type: 'string' },
+    'val-cases': { type: 'string' },
+    json: { type: 'boolean' },
+  },
+  run: async (args, io) => {
+    const [pipeline] = positionals(args, 1, 'one pipeline file (e.g. pipelines/acdc.ts)')
+    const resume = flag(args, 'resume')
+    const workers = numberOption(
+      args,
+      'workers',
+      1,
+      (n) => Number.isInteger(n) && n >= 1 && n <= 16,
+    )
+    const overrides = overridesOf(args)
+    const recipes = await loadRecipes(pipeline)
+    let recipeName = optionalString(args, 'recipe')
+    const runDirOf = (name: string) =>
+      optionalString(args, 'out') ??
+      join('runs', `${basename(pipeline).replace(/\.[cm]?[tj]s$/, '')}-${name}`)
+    let config: TrainConfig
+    let dataDir = optionalString(args, 'data')
+    let runDir: string
+    if (resume) {
+      const given = CONFIG_FLAGS.filter((f) => args.values[f] !== undefined)
+      if (given.length > 0)
+        throw usageError(
+          `--resume continues a run with its own config: drop --${given.join(', --')}`,
+        )
+      runDir = runDirOf(recipeName ?? Object.keys(recipes)[0])
+      const saved = await readRunFile(runDir)
+      if (recipeName !== undefined && recipeName !== saved.recipe)
+        throw usageError(`${runDir} trained recipe '${saved.recipe}', not '${recipeName}'`)
+      recipeName = saved.recipe
+      config = saved.config
+      dataDir ??= saved.dataDir ?? undefined
+      if (!existsSync(join(runDir, CHECKPOINTS.last)))
+        throw inputError(`nothing to resume in ${runDir} (no ${CHECKPOINTS.last} yet)`)
+    } else {
+      const [name, recipe] = pickRecipe(recipes, recipeName, pipeline)
+      recipeName = name
+      runDir = runDirOf(name)
+      if (existsSync(join(runDir, CHECKPOINTS.last)))
+        throw usageError(
+          `${runDir} already holds a run: add --resume to continue it, or pick another --out`,
+        )
+      const decoded = applyOverrides(recipe.config, overrides)
+      if (E.isLeft(decoded)) throw usageError(decoded.left)
+      config = decoded.right
+    }
+    const [name, recipe] = pickRecipe(recipes, recipeName, pipeline)
+    const engine = await engineFor(args, io)
+    if (!resume) {
+      const run: RunFile = { pipeline, recipe: name, dataDir: dataDir ?? null, config }
+      await writeFileAtomic(join(runDir, RUN_FILE), `${JSON.stringify(run, null, 2)}\n`)
+    }
+    io.err(`${resume ? 'resuming' : 'training'} ${pipeline} recipe '${name}' in ${runDir}\n`)
+    const outcome = await runRecipe(
+      { pipeline, recipeName: name, recipe, config, dataDir, runDir, resume, engine, workers },
+      io,
+    )
+    if (outcome.status === 'stopped') {
+      io.err(
+        `stopped at step ${outcome.step} (epoch ${outcome.epoch + 1}); resume with: maco train ${pipeline} --out ${runDir} --resume\n`,
+      )
+      process.exit(130)
+    }
+    const summary = {
+      runDir,
+      recipe: name,
+      engine: engine.name,
+      workers,
+      epochs: outcome.epoch,
+      steps: outcome.step,
+      best: outcome.best,
+      validation: outcome.validation,
+      files: [RUN_FILE, CHECKPOINTS.last, CHECKPOINTS.best, METRICS_FILE, PLOT_FILE].map((f) =>
+        join(runDir, f),
+      ),
+    }
+    if (flag(args, 'json')) io.out(`${JSON.stringify(summary)}\n`)
+    else
+      io.out(
+        `trained ${outcome.epoch} epochs (${outcome.step} steps) in ${runDir}; best val Dice ${outcome.best?.valDice.toFixed(3)} at epoch ${outcome.best?.epoch}\n`,
+      )
+  },
+}

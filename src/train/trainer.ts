@@ -1,0 +1,503 @@
+/**
+ * The MaCo trainer: epochs of seeded mini-batches over the training slices, one
+ * optimisation step each (`step.ts`: the original and, with MCM, the masked image through
+ * the UNet, the loss of `losses.ts` with its switchable terms, both backwards, Adam with the
+ * step's learning rate, batch-norm moving averages from the original images' pass only, so
+ * inference statistics are those of unmasked images), then validation on whole volumes.
+ *
+ * Everything random is keyed, not drawn from one stream: the epoch's order from
+ * (seed, 'epoch', e), the MCM mask of image i at step s from (seed, 'mcm', s, i), dropout
+ * from (seed, 'dropout', s, pass). So the RNG state of a run is its seed and step
+ * counters, and a checkpoint (weights, Adam's moments, counters, the partial epoch's sums)
+ * resumes bit for bit where it stopped, mid-epoch included.
+ *
+ * Validation, as the field evaluates: every slice of a validation volume through the
+ * network in inference mode, class probabilities mapped back to the native grid
+ * (`fromNetworkGrid`, bilinear), argmax, 3D Dice per foreground class (metrics.ts), mean
+ * over volumes; `valDice` is the mean over classes.
+ *
+ * The run folder: `metrics.jsonl` (a step line every `logEvery` steps with the mean loss
+ * and terms since the last one; an epoch line per epoch:
+ * `{"epoch":12,"step":...,"loss":...,"valDice":0.87,"valClassDice":{"RV":...},"seconds":...}`),
+ * `plot.svg` (rewritten each epoch), `last.ckpt` (each epoch and when stopped) and
+ * `best.ckpt` (best valDice so far).
+ *
+ * @example
+ * const outcome = await train({ config, train: slices, val: volumes, runDir: 'runs/a', resume: false })()
+ * // Right({ status: 'finished', epoch: 30, step: 4980, best: { epoch: 27, valDice: 0.86 } })
+ */
+import * as tf from '@tensorflow/tfjs-core'
+import * as E from 'fp-ts/lib/Either.js'
+import * as TE from 'fp-ts/lib/TaskEither.js'
+import * as t from 'io-ts'
+import { appendFile, mkdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { dice } from '../eval/metrics.ts'
+import { lossWithGradients, macoLoss, type LossInputs } from '../maco/losses.ts'
+import { maskBatch, maskingOptions, type MaskingOptions } from '../maco/masking.ts'
+import { initialWeights, predictLogits, toParams, type Params } from '../model/tfjs-unet.ts'
+import type { UNetSpec } from '../model/unet.ts'
+import { writeFileAtomic } from '../util/atomic.ts'
+import { seeded } from '../util/rng.ts'
+import { fromNetworkGrid } from '../volume/preprocess.ts'
+import { readCheckpoint, restoreState, saveState, writeCheckpoint } from './checkpoint.ts'
+import { trainingPlot, type PlotHistory } from './plot.ts'
+import { TrainConfig, networkSpec } from './recipe.ts'
+import {
+  disposeState,
+  initialState,
+  inProcess,
+  trainStep,
+  type Passes,
+  type StepBatch,
+  type TrainState,
+} from './step.ts'
+import { batchArrays, type TrainingSlice, type ValidationVolume } from './training-set.ts'
+
+/** Where a run's data and recipe came from, recorded in checkpoints and model cards. */
+export const RunOrigin = t.type({ recipe: t.string, pipeline: t.string, data: t.string })
+export type RunOrigin = t.TypeOf<typeof RunOrigin>
+
+const Sums = t.type({ steps: t.number, loss: t.number, terms: t.record(t.string, t.number) })
+type Sums = t.TypeOf<typeof Sums>
+
+const Validation = t.type({
+  epoch: t.number,
+  valDice: t.number,
+  /** Mean 3D Dice over the validation volumes, per foreground class name. */
+  classes: t.record(t.string, t.number),
+  volumes: t.number,
+})
+export type Validation = t.TypeOf<typeof Validation>
+
+/** A checkpoint's header: enough to resume, and to describe the model it holds. */
+export const Progress = t.type({
+  config: TrainConfig,
+  origin: RunOrigin,
+  /** Epochs completed. */
+  epoch: t.number,
+  /** Steps done in the epoch under way. */
+  stepInEpoch: t.number,
+  /** Steps done in all. */
+  step: t.number,
+  /** Sums over the epoch under way, and since the last step line. */
+  epochSums: Sums,
+  windowSums: Sums,
+  /** Seconds spent on the epoch under way. */
+  seconds: t.number,
+  best: t.union([t.null, t.type({ epoch: t.number, valDice: t.number })]),
+  /** The latest validation (of the weights in this checkpoint when it ends an epoch). */
+  validation: t.union([t.null, Validation]),
+})
+export type Progress = t.TypeOf<typeof Progress>
+
+export interface TrainInputs {
+  readonly config: TrainConfig
+  readonly train: readonly TrainingSlice[]
+  readonly val: readonly ValidationVolume[]
+  readonly runDir: string
+  /** Continue from `runDir/last.ckpt`. */
+  readonly resume: boolean
+  readonly origin?: RunOrigin
+  /** Where the forward/backward passes run (default: this thread's engine). */
+  readonly passes?: Passes
+  /** Checked after every step: true stops the run with a resumable checkpoint. */
+  readonly stopRequested?: () => boolean
+  /** Progress lines (a bar with ETA on a terminal). */
+  readonly log?: (line: string) => void
+  readonly onStep?: (step: number, epoch: number) => void
+  readonly onEpoch?: (line: EpochLine) => void
+}
+
+export interface EpochLine {
+  readonly epoch: number
+  readonly step: number
+  readonly lr: number
+  readonly loss: number
+  readonly terms: Readonly<Record<string, number>>
+  readonly valDice: number
+  readonly valClassDice: Readonly<Record<string, number>>
+  readonly seconds: number
+  readonly secondsPerStep: number
+}
+
+export interface TrainOutcome {
+  readonly status: 'finished' | 'stopped'
+  /** Epochs completed. */
+  readonly epoch: number
+  readonly step: number
+  readonly best: Progress['best']
+  readonly validation: Validation | null
+}
+
+export const CHECKPOINTS = { last: 'last.ckpt', best: 'best.ckpt' } as const
+export const METRICS_FILE = 'metrics.jsonl'
+export const PLOT_FILE = 'plot.svg'
+
+/** Optimisation steps per epoch: whole batches only (the rest of a shuffled epoch waits for the next). */
+export const stepsPerEpoch = (slices: number, batch: number): number => Math.floor(slices / batch)
+
+/** The learning rate of step `step` (0-based) of `total`. */
+export const learningRate = (c: TrainConfig['optimizer'], step: number, total: number): number =>
+  c.schedule === 'constant' ? c.lr : c.lr * Math.max(0, 1 - step / Math.max(total, 1)) ** 0.9
+
+const emptySums = (): Sums => ({ steps: 0, loss: 0, terms: {} })
+
+const addTo = (s: Sums, loss: number, terms: Readonly<Record<string, number>>): Sums => ({
+  steps: s.steps + 1,
+  loss: s.loss + loss,
+  terms: Object.fromEntries(Object.entries(terms).map(([k, v]) => [k, (s.terms[k] ?? 0) + v])),
+})
+
+const means = (s: Sums) => ({
+  loss: s.steps > 0 ? s.loss / s.steps : NaN,
+  terms: Object.fromEntries(Object.entries(s.terms).map(([k, v]) => [k, v / Math.max(s.steps, 1)])),
+})
+
+interface Batch extends StepBatch {
+  readonly scribbles: tf.Tensor3D
+  readonly gc: tf.Tensor3D
+  readonly cpl: tf.Tensor4D
+}
+
+/** The tensors of one step: the slices at `indices`, and with MCM their masked images. */
+const makeBatch = (
+  config: TrainConfig,
+  masking: MaskingOptions,
+  set: readonly TrainingSlice[],
+  indices: readonly number[],
+  step: number,
+): Batch => {
+  const [width, height] = config.input.size
+  const classes = config.classes.length
+  const a = batchArrays(set, indices, classes)
+  const shape = [indices.length, height, width] as const
+  return {
+    image: tf.tensor4d(a.image, [...shape, 1]),
+    ...(config.loss.mcm
+      ? {
+          masked: tf.tensor4d(
+            maskBatch(
+              a.image,
+              a.scribbles,
+              { batch: indices.length, height, width },
+              masking,
+              (b) => seeded(config.seed, 'mcm', step, indices[b]),
+            ),
+            [...shape, 1],
+          ),
+        }
+      : {}),
+    scribbles: tf.tensor3d(Int32Array.from(a.scribbles), [...shape], 'int32'),
+    gc: tf.tensor3d(a.gc, [...shape]),
+    cpl: tf.tensor4d(a.cpl, [...shape, classes]),
+  }
+}
+
+const lossInputs = (
+  config: TrainConfig,
+  logits: tf.Tensor4D,
+  masked: tf.Tensor4D | undefined,
+  b: Batch,
+): LossInputs => ({
+  logits,
+  maskedLogits: masked,
+  scribbles: b.scribbles,
+  unlabelled: config.unlabelled,
+  cpl: b.cpl,
+  gc: b.gc,
+})
+
+/**
+ * Mean 3D Dice per foreground class over the validation volumes, predicted `batch` slices
+ * at a time with the moving statistics (inference mode).
+ */
+export const validate = async (
+  spec: UNetSpec,
+  params: Params,
+  volumes: readonly ValidationVolume[],
+  classNames: readonly string[],
+  batch: number,
+): Promise<Omit<Validation, 'epoch'>> => {
+  const classes = classNames.length
+  const sums = new Float64Array(classes)
+  for (const v of volumes) {
+    const [nx, ny, nz] = v.dims
+    const [w, h] = v.plan.network.size
+    const toNative = fromNetworkGrid(v.plan)
+    const pred = new Uint8Array(nx * ny * nz)
+    for (let k = 0; k < nz; k += batch) {
+      const n = Math.min(batch, nz - k)
+      const probabilities = tf.tidy(() => {
+        const x = tf.tensor4d(v.image.subarray(k * w * h, (k + n) * w * h), [n, h, w, 1])
+        return tf.transpose(tf.softmax(predictLogits(spec, params, x)), [0, 3, 1, 2])
+      })
+      const native = toNative((await probabilities.data()) as Float32Array)
+      probabilities.dispose()
+      const plane = nx * ny
+      for (let s = 0; s < n; s++)
+        for (let i = 0; i < plane; i++) {
+          let best = 0
+          for (let c = 1; c < classes; c++)
+            if (native[(s * classes + c) * plane + i] > native[(s * classes + best) * plane + i])
+              best = c
+          pred[(k + s) * plane + i] = best
+        }
+    }
+    for (let c = 1; c < classes; c++) sums[c] += dice(pred, v.label, c)
+  }
+  const perClass = Object.fromEntries(
+    classNames.slice(1).map((name, i) => [name, sums[i + 1] / Math.max(volumes.length, 1)]),
+  )
+  const values = Object.values(perClass)
+  return {
+    valDice: values.reduce((a, b) => a + b, 0) / values.length,
+    classes: perClass,
+    volumes: volumes.length,
+  }
+}
+
+const sameConfig = (a: TrainConfig, b: TrainConfig): boolean =>
+  JSON.stringify(TrainConfig.encode(a)) === JSON.stringify(TrainConfig.encode(b))
+
+/** Lines of metrics.jsonl up to `step` (a crash may have logged steps the checkpoint lacks). */
+const metricsUpTo = async (path: string, step: number): Promise<Record<string, number>[]> => {
+  const text = await readFile(path, 'utf8').catch(() => '')
+  return text
+    .split('\n')
+    .flatMap((line) => {
+      try {
+        return [JSON.parse(line) as Record<string, number>]
+      } catch {
+        return []
+      }
+    })
+    .filter((r) => typeof r.step === 'number' && r.step <= step)
+}
+
+const historyOf = (lines: readonly Record<string, number>[]): PlotHistory => ({
+  steps: lines.filter((r) => r.valDice === undefined).map((r) => ({ step: r.step, loss: r.loss })),
+  epochs: lines
+    .filter((r) => r.valDice !== undefined)
+    .map((r) => ({ epoch: r.epoch, step: r.step, loss: r.loss, valDice: r.valDice })),
+})
+
+const round = (x: number, digits = 6) => Number(x.toPrecision(digits))
+
+/** Trains (or resumes) a run; see the module comment. Left: a one-line reason. */
+export const train =
+  (inputs: TrainInputs): TE.TaskEither<string, TrainOutcome> =>
+  async () => {
+    const { config, runDir } = inputs
+    const spec = networkSpec(config)
+    const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
+    if (perEpoch === 0)
+      return E.left(
+        `${inputs.train.length} training slices are fewer than one batch of ${config.batch}`,
+      )
+    if (inputs.val.length === 0) return E.left('no validation volumes')
+    const [width, height] = config.input.size
+    const wrongSize = inputs.train.find((s) => s.image.length !== width * height)
+    if (wrongSize)
+      return E.left(`training slice ${wrongSize.case}:${wrongSize.slice} is not ${width}x${height}`)
+    const totalSteps = perEpoch * config.epochs
+    const masking = maskingOptions({
+      size: width,
+      ...config.masking,
+      unlabelled: config.unlabelled,
+    })
+    if (E.isLeft(masking)) return masking
+    const origin = inputs.origin ?? { recipe: 'custom', pipeline: '', data: '' }
+    const metricsPath = join(runDir, METRICS_FILE)
+    await mkdir(runDir, { recursive: true })
+
+    let progress: Progress
+    let state: TrainState
+    let history: Record<string, number>[] = []
+    if (inputs.resume) {
+      const c = await readCheckpoint(join(runDir, CHECKPOINTS.last), Progress)()
+      if (E.isLeft(c)) return c
+      if (!sameConfig(c.right.meta.config, config))
+        return E.left(
+          `${runDir} was trained with another config; resume it with its own config.json`,
+        )
+      progress = c.right.meta
+      try {
+        state = restoreState(c.right)
+      } catch (e) {
+        return E.left(
+          `checkpoint ${join(runDir, CHECKPOINTS.last)} does not fit the network: ${(e as Error).message}`,
+        )
+      }
+      history = await metricsUpTo(metricsPath, progress.step)
+      await writeFileAtomic(metricsPath, history.map((r) => `${JSON.stringify(r)}\n`).join(''))
+    } else {
+      progress = {
+        config,
+        origin,
+        epoch: 0,
+        stepInEpoch: 0,
+        step: 0,
+        epochSums: emptySums(),
+        windowSums: emptySums(),
+        seconds: 0,
+        best: null,
+        validation: null,
+      }
+      state = initialState(spec, toParams(spec, initialWeights(spec, config.seed)))
+      await writeFileAtomic(metricsPath, '')
+    }
+    const passes = inputs.passes ?? inProcess(spec)
+    const log = inputs.log ?? (() => {})
+    const record = async (line: Record<string, unknown>) => {
+      history.push(line as Record<string, number>)
+      await appendFile(metricsPath, `${JSON.stringify(line)}\n`)
+    }
+    const checkpoint = async (name: 'last' | 'best') =>
+      writeCheckpoint(join(runDir, CHECKPOINTS[name]), {
+        meta: progress,
+        ...(await saveState(state)),
+      })()
+    const adam = (step: number) => ({
+      learningRate: learningRate(config.optimizer, step, totalSteps),
+      beta1: config.optimizer.beta1,
+      beta2: config.optimizer.beta2,
+      epsilon: config.optimizer.eps,
+    })
+    let terms: Record<string, number> = {}
+    const loss = (logits: tf.Tensor4D, masked: tf.Tensor4D | undefined, b: Batch): tf.Scalar => {
+      const inputsOf = lossInputs(config, logits, masked, b)
+      // The terms for the log: the loss again, cheap beside the network, outside the tape's use.
+      terms = tf.tidy(() => {
+        const parts = lossWithGradients(config.loss, inputsOf).terms
+        return Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v.dataSync()[0]]))
+      }) as unknown as Record<string, number>
+      return macoLoss(config.loss, inputsOf)
+    }
+
+    try {
+      for (let epoch = progress.epoch; epoch < config.epochs; epoch++) {
+        const started = performance.now() / 1000 - progress.seconds
+        const order = seeded(config.seed, 'epoch', epoch).shuffle(
+          Array.from({ length: inputs.train.length }, (_, i) => i),
+        )
+        for (let k = progress.stepInEpoch; k < perEpoch; k++) {
+          const step = progress.step
+          const indices = order.slice(k * config.batch, (k + 1) * config.batch)
+          const batch = makeBatch(config, masking.right, inputs.train, indices, step)
+          let result
+          try {
+            result = await trainStep(
+              passes,
+              state,
+              batch,
+              loss,
+              { seed: config.seed, step },
+              adam(step),
+              'original',
+            )
+          } finally {
+            tf.dispose(Object.values(batch))
+          }
+          state = result.state
+          if (!Number.isFinite(result.loss))
+            return E.left(
+              `the loss became ${result.loss} at step ${step} (epoch ${epoch + 1}); lower the learning rate`,
+            )
+          progress = {
+            ...progress,
+            step: step + 1,
+            stepInEpoch: k + 1,
+            epochSums: addTo(progress.epochSums, result.loss, terms),
+            windowSums: addTo(progress.windowSums, result.loss, terms),
+          }
+          if (progress.step % config.logEvery === 0) {
+            const m = means(progress.windowSums)
+            await record({
+              step: progress.step,
+              epoch: epoch + 1,
+              lr: round(adam(step).learningRate),
+              loss: round(m.loss),
+              ...Object.fromEntries(Object.entries(m.terms).map(([k2, v]) => [k2, round(v)])),
+            })
+            progress = { ...progress, windowSums: emptySums() }
+          }
+          inputs.onStep?.(progress.step, epoch)
+          if (inputs.stopRequested?.() && k + 1 < perEpoch) {
+            progress = { ...progress, seconds: performance.now() / 1000 - started }
+            const saved = await checkpoint('last')
+            if (E.isLeft(saved)) return saved
+            return E.right({
+              status: 'stopped',
+              epoch,
+              step: progress.step,
+              best: progress.best,
+              validation: progress.validation,
+            })
+          }
+        }
+        const v = await validate(spec, state.params, inputs.val, config.classes, config.batch)
+        const seconds = performance.now() / 1000 - started
+        const m = means(progress.epochSums)
+        const line: EpochLine = {
+          epoch: epoch + 1,
+          step: progress.step,
+          lr: round(adam(progress.step - 1).learningRate),
+          loss: round(m.loss),
+          terms: Object.fromEntries(Object.entries(m.terms).map(([k2, x]) => [k2, round(x)])),
+          valDice: round(v.valDice),
+          valClassDice: Object.fromEntries(
+            Object.entries(v.classes).map(([k2, x]) => [k2, round(x)]),
+          ),
+          seconds: round(seconds, 4),
+          secondsPerStep: round(seconds / perEpoch, 4),
+        }
+        const { terms: epochTerms, ...rest } = line
+        await record({ ...rest, ...epochTerms })
+        await writeFileAtomic(join(runDir, PLOT_FILE), trainingPlot(historyOf(history)))
+        const validation = { epoch: epoch + 1, ...v }
+        const improved = progress.best === null || v.valDice > progress.best.valDice
+        progress = {
+          ...progress,
+          epoch: epoch + 1,
+          stepInEpoch: 0,
+          epochSums: emptySums(),
+          seconds: 0,
+          validation,
+          best: improved ? { epoch: epoch + 1, valDice: v.valDice } : progress.best,
+        }
+        if (improved) {
+          const saved = await checkpoint('best')
+          if (E.isLeft(saved)) return saved
+        }
+        const saved = await checkpoint('last')
+        if (E.isLeft(saved)) return saved
+        log(
+          `epoch ${epoch + 1}/${config.epochs}: loss ${line.loss.toFixed(4)}, val Dice ${line.valDice.toFixed(3)} ` +
+            `(${Object.entries(line.valClassDice)
+              .map(([k2, x]) => `${k2} ${x.toFixed(3)}`)
+              .join(', ')}), ` +
+            `${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}`,
+        )
+        inputs.onEpoch?.(line)
+        if (inputs.stopRequested?.() && epoch + 1 < config.epochs)
+          return E.right({
+            status: 'stopped',
+            epoch: epoch + 1,
+            step: progress.step,
+            best: progress.best,
+            validation,
+          })
+      }
+      return E.right({
+        status: 'finished',
+        epoch: progress.epoch,
+        step: progress.step,
+        best: progress.best,
+        validation: progress.validation,
+      })
+    } finally {
+      disposeState(state)
+      if (!inputs.passes) await passes.close()
+    }
+  }

@@ -1,0 +1,245 @@
+import * as tf from '@tensorflow/tfjs-core'
+import * as E from 'fp-ts/lib/Either.js'
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { recipes } from '../../pipelines/synthetic.ts'
+import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
+import { parameterShapes } from '../../src/model/unet.ts'
+import { runPipeline } from '../../src/pipeline/run.ts'
+import { readCheckpoint } from '../../src/train/checkpoint.ts'
+import { loadEngine } from '../../src/train/engine.ts'
+import { applyOverrides, networkSpec, type TrainConfig } from '../../src/train/recipe.ts'
+import {
+  CHECKPOINTS,
+  METRICS_FILE,
+  PLOT_FILE,
+  Progress,
+  learningRate,
+  train,
+  validate,
+  type TrainInputs,
+} from '../../src/train/trainer.ts'
+
+const use = async (name: 'cpu' | 'wasm') => {
+  const r = await loadEngine(name)()
+  if (E.isLeft(r)) throw new Error(r.left)
+}
+
+const smoke = recipes.smoke
+
+const configOf = (patch: Partial<TrainConfig>, overrides = {}): TrainConfig => {
+  const c = applyOverrides({ ...smoke.config, ...patch }, overrides)
+  if (E.isLeft(c)) throw new Error(c.left)
+  return c.right
+}
+
+/** Training slices and validation volumes of the smoke recipe's phantoms under `config`. */
+const prepared = async (config: TrainConfig) => {
+  const cases = await smoke.cases(config)()
+  if (E.isLeft(cases)) throw new Error(cases.left)
+  const env = { seed: config.seed }
+  const train = await runPipeline(smoke.training(config), cases.right.train, env)()
+  const val = await runPipeline(smoke.validation(config), cases.right.val, env)()
+  if (E.isLeft(train) || E.isLeft(val)) throw new Error('preparation failed')
+  return { train: train.right, val: val.right }
+}
+
+/** A tiny network on 32 px phantoms: 8 slices, batch 2, so 4 steps an epoch. */
+const tiny = configOf({
+  input: { spacing: [6, 6], size: [32, 32] },
+  network: { base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] },
+  data: { split: 'train', valSplit: 'val', trainCases: 1, valCases: 1 },
+  batch: 2,
+  epochs: 2,
+  logEvery: 3,
+})
+
+const tempDir = async (t: { teardown: (f: () => unknown) => void }) => {
+  const dir = await mkdtemp(join(tmpdir(), 'maco-trainer-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+const lines = async (dir: string) =>
+  (await readFile(join(dir, METRICS_FILE), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+
+t.test('the poly schedule decays the rate to 0 over the run, as WSL4MIS', async (t) => {
+  const o = { ...tiny.optimizer, lr: 1e-3 }
+  t.equal(learningRate({ ...o, schedule: 'constant' }, 50, 100), 1e-3)
+  t.equal(learningRate({ ...o, schedule: 'poly' }, 0, 100), 1e-3)
+  t.ok(Math.abs(learningRate({ ...o, schedule: 'poly' }, 50, 100) - 1e-3 * 0.5 ** 0.9) < 1e-15)
+  t.equal(learningRate({ ...o, schedule: 'poly' }, 100, 100), 0)
+})
+
+t.test(
+  'validation scores the argmax on the native grid: a network that always says LV',
+  async (t) => {
+    await use('cpu')
+    const { val } = await prepared(tiny)
+    const spec = networkSpec(tiny)
+    // All weights zero but the output bias: every pixel's logits are (0, 0, 0, 5).
+    const weights = Object.fromEntries(
+      Object.entries(initialWeights(spec, 1)).map(([name, w]) => [
+        name,
+        name === 'out.bias'
+          ? Float32Array.from([0, 0, 0, 5])
+          : name.endsWith('.kernel')
+            ? new Float32Array(w.length)
+            : w,
+      ]),
+    )
+    const params = toParams(spec, weights)
+    const v = await validate(spec, params, val, tiny.classes, 4)
+    tf.dispose(Object.values(params))
+    const label = val[0].label
+    const lv = label.filter((x) => x === 3).length
+    t.ok(lv > 0 && lv < label.length)
+    t.ok(Math.abs(v.classes.LV - (2 * lv) / (lv + label.length)) < 1e-12, 'Dice of an all-LV mask')
+    t.equal(v.classes.RV, 0)
+    t.equal(v.classes.MYO, 0)
+    t.ok(Math.abs(v.valDice - v.classes.LV / 3) < 1e-12)
+    t.equal(v.volumes, 1)
+  },
+)
+
+t.test(
+  'a resumed run ends with the same weights as an uninterrupted one, bit for bit',
+  async (t) => {
+    await use('cpu')
+    const data = await prepared(tiny)
+    const whole = await tempDir(t)
+    const split = await tempDir(t)
+    const before = tf.memory().numTensors
+    const counts: number[] = []
+    const base: TrainInputs = { config: tiny, ...data, runDir: whole, resume: false }
+    const a = await train({ ...base, onEpoch: () => counts.push(tf.memory().numTensors) })()
+    t.same(E.isRight(a) && a.right.status, 'finished')
+    t.equal(counts.length, 2)
+    t.equal(counts[1], counts[0], 'no tensors pile up from one epoch to the next')
+    t.equal(tf.memory().numTensors, before, 'the run frees everything it made')
+
+    let steps = 0
+    const stopped = await train({
+      ...base,
+      runDir: split,
+      onStep: () => void steps++,
+      stopRequested: () => steps === 3,
+    })()
+    t.same(E.isRight(stopped) && stopped.right, {
+      status: 'stopped',
+      epoch: 0,
+      step: 3,
+      best: null,
+      validation: null,
+    })
+    const resumed = await train({ ...base, runDir: split, resume: true })()
+    t.same(E.isRight(resumed) && [resumed.right.status, resumed.right.step], ['finished', 8])
+    t.equal(tf.memory().numTensors, before)
+
+    const ckA = await readCheckpoint(join(whole, CHECKPOINTS.last), Progress)()
+    const ckB = await readCheckpoint(join(split, CHECKPOINTS.last), Progress)()
+    if (E.isLeft(ckA) || E.isLeft(ckB)) throw new Error('checkpoints missing')
+    const spec = networkSpec(tiny)
+    for (const { name } of parameterShapes(spec))
+      t.same(
+        Buffer.from(ckB.right.weights[name].buffer),
+        Buffer.from(ckA.right.weights[name].buffer),
+        name,
+      )
+    for (const name of Object.keys(ckA.right.adam.m)) {
+      t.same(Buffer.from(ckB.right.adam.m[name].buffer), Buffer.from(ckA.right.adam.m[name].buffer))
+      t.same(Buffer.from(ckB.right.adam.v[name].buffer), Buffer.from(ckA.right.adam.v[name].buffer))
+    }
+    t.equal(ckB.right.adam.step, 8)
+    const timeless = (ls: Record<string, unknown>[]) =>
+      ls.map(({ seconds: _s, secondsPerStep: _p, ...rest }) => rest)
+    t.same(
+      timeless(await lines(split)),
+      timeless(await lines(whole)),
+      'the same metrics, line for line',
+    )
+  },
+)
+
+t.test('the run folder holds metrics, a plot and both checkpoints', async (t) => {
+  await use('cpu')
+  const dir = await tempDir(t)
+  const config = { ...tiny, epochs: 1 }
+  const out = await train({ config, ...(await prepared(config)), runDir: dir, resume: false })()
+  t.ok(E.isRight(out))
+  t.same(
+    (await readdir(dir)).sort(),
+    [CHECKPOINTS.best, CHECKPOINTS.last, METRICS_FILE, PLOT_FILE].sort(),
+  )
+  const ls = await lines(dir)
+  t.same(
+    ls.map((l) => l.step),
+    [3, 4],
+    'a step line every 3 steps, then the epoch line',
+  )
+  t.match(ls[0], {
+    epoch: 1,
+    loss: Number,
+    pce: Number,
+    pceMasked: Number,
+    mcm: Number,
+    gc: Number,
+    cpl: Number,
+  })
+  t.match(ls[1], {
+    epoch: 1,
+    loss: Number,
+    valDice: Number,
+    valClassDice: { RV: Number, MYO: Number, LV: Number },
+    seconds: Number,
+  })
+  t.match(await readFile(join(dir, PLOT_FILE), 'utf8'), /^<svg[^]*<\/svg>\n$/)
+  const best = await readCheckpoint(join(dir, CHECKPOINTS.best), Progress)()
+  t.match(E.isRight(best) && best.right.meta, {
+    epoch: 1,
+    best: { epoch: 1 },
+    validation: { epoch: 1 },
+  })
+})
+
+t.test('runs that cannot start say why in one line', async (t) => {
+  await use('cpu')
+  const data = await prepared(tiny)
+  const dir = await tempDir(t)
+  const run = (inputs: Partial<TrainInputs>) =>
+    train({ config: tiny, ...data, runDir: dir, resume: false, ...inputs })()
+  t.same(
+    await run({ train: data.train.slice(0, 1) }),
+    E.left('1 training slices are fewer than one batch of 2'),
+  )
+  t.same(await run({ val: [] }), E.left('no validation volumes'))
+  t.same(await run({ resume: true }), E.left(`no checkpoint at ${join(dir, CHECKPOINTS.last)}`))
+  t.ok(E.isRight(await run({ config: { ...tiny, epochs: 1 } })))
+  t.same(
+    await run({ resume: true, config: { ...tiny, seed: 9 } }),
+    E.left(`${dir} was trained with another config; resume it with its own config.json`),
+  )
+})
+
+t.test('the smoke recipe learns the phantoms: validation Dice well above chance', async (t) => {
+  await use('wasm')
+  const config = configOf({}, { epochs: 8 })
+  const dir = await tempDir(t)
+  const dice: number[] = []
+  const out = await train({
+    config,
+    ...(await prepared(config)),
+    runDir: dir,
+    resume: false,
+    onEpoch: (l) => dice.push(l.valDice),
+  })()
+  t.ok(E.isRight(out))
+  t.ok(dice[0] < 0.3, `after one epoch ${dice[0].toFixed(3)}`)
+  const best = Math.max(...dice)
+  t.ok(best > 0.5, `best mean foreground Dice ${best.toFixed(3)} over ${dice.length} epochs`)
+})

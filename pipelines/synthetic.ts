@@ -71,9 +71,9 @@ const smoke: TrainConfig = {
   loss: DEFAULT_LOSS,
   masking: { patch: 4, ratio: 0.5, scribbleWeight: 3 },
   cpl: { alpha: 0.1, floor: 0.05 },
-  optimizer: { lr: 3e-3, schedule: 'poly', beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+  optimizer: { lr: 5e-3, schedule: 'poly', beta1: 0.9, beta2: 0.999, eps: 1e-8 },
   batch: 8,
-  epochs: 12,
+  epochs: 10,
   seed: 1,
   logEvery: 5,
 }

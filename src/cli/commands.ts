@@ -8,6 +8,8 @@ import { serveCommand } from './serve.ts'
 import { preprocess } from './preprocess.ts'
 import { bench } from './bench.ts'
 import { trainCommand } from './train.ts'
+import { exportCommand } from './export.ts'
+import { demo } from './demo.ts'
 
 export const commands: readonly Command[] = [
   inspect,
@@ -18,4 +20,6 @@ export const commands: readonly Command[] = [
   serveCommand,
   bench,
   trainCommand,
+  exportCommand,
+  demo,
 ]

@@ -16,7 +16,7 @@ import { readFile } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { runPipeline } from '../pipeline/run.ts'
-import { formatStageError } from '../pipeline/stage.ts'
+import { formatStageError, type CaseRecord } from '../pipeline/stage.ts'
 import { ENGINE_CHOICES, loadEngine, type Engine, type EngineChoice } from '../train/engine.ts'
 import { workerPasses } from '../train/parallel.ts'
 import {
@@ -158,10 +158,10 @@ export const engineFor = async (args: Parsed, io: CommandIO, fallback: EngineCho
   return engine.right
 }
 
-export interface RunRequest {
+export interface RunRequest<C extends CaseRecord> {
   readonly pipeline: string
   readonly recipeName: string
-  readonly recipe: Recipe
+  readonly recipe: Recipe<C>
   readonly config: TrainConfig
   readonly dataDir: string | undefined
   readonly runDir: string
@@ -193,8 +193,8 @@ const stepBars = (io: CommandIO, epochs: number, perEpoch: number) => {
  * Lists and prepares the data, then trains; Ctrl-C asks the trainer to stop after the
  * step under way (a second Ctrl-C quits at once). Throws a CLI error on any failure.
  */
-export const runRecipe = async (
-  r: RunRequest,
+export const runRecipe = async <C extends CaseRecord>(
+  r: RunRequest<C>,
   io: CommandIO,
 ): Promise<TrainOutcome & { data: string }> => {
   const { config } = r
@@ -212,8 +212,9 @@ export const runRecipe = async (
   if (E.isLeft(training)) throw inputError(formatStageError(training.left))
   const validation = await runPipeline(r.recipe.validation(config), cases.right.val, env, tick)()
   if (E.isLeft(validation)) throw inputError(formatStageError(validation.left))
-  prepareBar.done(
-    `${training.right.length} training slices, ${validation.right.length} validation volumes`,
+  prepareBar.done()
+  io.err(
+    `prepared ${training.right.length} training slices, ${validation.right.length} validation volumes\n`,
   )
 
   const spec = networkSpec(config)
@@ -381,7 +382,7 @@ export const trainCommand: Command = {
     )
     if (outcome.status === 'stopped') {
       io.err(
-        `stopped at step ${outcome.step} (epoch ${outcome.epoch + 1}); resume with: maco train ${pipeline} --out ${runDir} --resume\n`,
+        `stopped after step ${outcome.step} (${outcome.epoch} of ${config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume\n`,
       )
       process.exit(130)
     }

@@ -1,0 +1,238 @@
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { readFile, writeFile } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
+import t from 'tap'
+import { maco } from '../helpers/cli.ts'
+
+const SYNTHETIC = 'pipelines/synthetic.ts'
+/** Two phantoms (16 slices, 2 steps an epoch at batch 8) and one to validate: seconds. */
+const SMALL = ['--train-cases', '2', '--val-cases', '1', '--engine', 'wasm']
+
+t.test('bad usage and bad input exit 2 with one line', async (t) => {
+  const dir = t.testdir({
+    'empty.ts': 'export const nothing = 1\n',
+    'broken.ts': 'export const recipes = {',
+    'notes.txt': '',
+  })
+  const cases: [string[], RegExp][] = [
+    [
+      [],
+      /^maco train: expected one pipeline file \(e\.g\. pipelines\/acdc\.ts\), got 0 argument\(s\)\n$/,
+    ],
+    [[join(dir, 'nope.ts')], /^maco train: no pipeline file .*nope\.ts\n$/],
+    [
+      [join(dir, 'notes.txt')],
+      /^maco train: the pipeline must be a \.ts or \.js module, got .*notes\.txt\n$/,
+    ],
+    [
+      [join(dir, 'empty.ts')],
+      /^maco train: .*empty\.ts exports no recipes \(export const recipes = \{ name: recipe \}\)\n$/,
+    ],
+    [[join(dir, 'broken.ts')], /^maco train: cannot load .*broken\.ts: /],
+    [
+      [SYNTHETIC, '--recipe', 'huge'],
+      /^maco train: pipelines\/synthetic\.ts has no recipe 'huge' \(it has smoke\)\n$/,
+    ],
+    [
+      [SYNTHETIC, '--loss', 'dice'],
+      /^maco train: --loss must be one of pce, pce\+mcm, pce\+cpl, maco, got 'dice'\n$/,
+    ],
+    [[SYNTHETIC, '--epochs', '0'], /^maco train: --epochs must be a valid number, got '0'\n$/],
+    [[SYNTHETIC, '--shrink', '2'], /^maco train: --shrink must be a valid number, got '2'\n$/],
+    [
+      [SYNTHETIC, '--supervision', 'label', '--loss', 'maco'],
+      /^maco train: supervision 'label' trains with cross-entropy/,
+    ],
+    [
+      [SYNTHETIC, '--engine', 'tensorflow', '--out', join(dir, 'run')],
+      /^maco train: engine 'tensorflow' is not available: @tensorflow\/tfjs-node is not installed/,
+    ],
+    [
+      [SYNTHETIC, '--resume', '--out', join(dir, 'none')],
+      /^maco train: nothing to resume in .*none \(no config\.json\)\n$/,
+    ],
+    [
+      [SYNTHETIC, '--resume', '--epochs', '3'],
+      /^maco train: --resume continues a run with its own config: drop --epochs\n$/,
+    ],
+    [[SYNTHETIC, '--bogus'], /^maco train: Unknown option '--bogus'/],
+  ]
+  for (const [argv, err] of cases) {
+    const r = await maco('train', ...argv)
+    t.equal(r.code, 2, argv.join(' '))
+    t.match(r.err, err)
+    t.equal(r.err.trim().split('\n').length, 1, 'one line')
+  }
+  const help = await maco('train', '--help')
+  t.equal(help.code, 0)
+  for (const option of [
+    '--recipe',
+    '--data',
+    '--out',
+    '--resume',
+    '--engine',
+    '--workers',
+    '--loss',
+    '--supervision',
+    '--shrink',
+    '--train-cases',
+    '--json',
+  ])
+    t.match(help.out, option)
+})
+
+t.test('a missing dataset is bad input, not a crash', async (t) => {
+  const dir = t.testdir({
+    'acdc-like.ts': `
+      import { datasetRecipe } from '${resolve('src/train/recipe.ts')}'
+      import { acdcDataset } from '${resolve('src/data/acdc.ts')}'
+      import { recipes as synthetic } from '${resolve(SYNTHETIC)}'
+      export const recipes = { tiny: datasetRecipe({ summary: 't', config: synthetic.smoke.config, defaultDir: 'nowhere', open: (d, s) => acdcDataset(d, s as 'train') }) }
+    `,
+  })
+  const r = await maco(
+    'train',
+    join(dir, 'acdc-like.ts'),
+    '--data',
+    join(dir, 'missing'),
+    '--out',
+    join(dir, 'run'),
+    '--engine',
+    'cpu',
+  )
+  t.equal(r.code, 2)
+  t.match(r.err, /engine: cpu \(asked for\)\n/)
+  t.match(r.err, /maco train: .*missing\/splits\.json: no such file\n$/)
+})
+
+t.test(
+  'a run: config.json, checkpoints, metrics, plot; a finished run resumes to nothing',
+  async (t) => {
+    const dir = t.testdir()
+    const out = join(dir, 'run')
+    const r = await maco(
+      'train',
+      SYNTHETIC,
+      '--recipe',
+      'smoke',
+      '--epochs',
+      '1',
+      '--loss',
+      'pce',
+      ...SMALL,
+      '--out',
+      out,
+      '--json',
+    )
+    t.equal(r.code, 0, r.err)
+    t.match(
+      r.err,
+      /^engine: wasm \(asked for\)\ntraining pipelines\/synthetic\.ts recipe 'smoke' in /,
+    )
+    t.match(r.err, /data: synthetic phantoms \(seed 1\): 2 train, 1 val/)
+    t.match(r.err, /epoch 1\/1: loss \d\.\d{4}, val Dice \d\.\d{3} \(RV /)
+    const summary = JSON.parse(r.out)
+    t.match(summary, {
+      runDir: out,
+      recipe: 'smoke',
+      engine: 'wasm',
+      workers: 1,
+      epochs: 1,
+      steps: 2,
+      best: { epoch: 1 },
+    })
+    const run = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'))
+    t.match(run, {
+      pipeline: SYNTHETIC,
+      recipe: 'smoke',
+      dataDir: null,
+      config: {
+        epochs: 1,
+        loss: { pce: true, mcm: false, gc: false, cpl: false },
+        data: { trainCases: 2, valCases: 1 },
+      },
+    })
+    for (const f of ['last.ckpt', 'best.ckpt', 'metrics.jsonl', 'plot.svg'])
+      t.ok(existsSync(join(out, f)), f)
+
+    const again = await maco('train', SYNTHETIC, '--out', out)
+    t.equal(again.code, 2)
+    t.match(again.err, /already holds a run: add --resume to continue it, or pick another --out/)
+    const resumed = await maco(
+      'train',
+      SYNTHETIC,
+      '--out',
+      out,
+      '--resume',
+      '--engine',
+      'wasm',
+      '--json',
+    )
+    t.equal(resumed.code, 0, resumed.err)
+    t.match(JSON.parse(resumed.out), { epochs: 1, steps: 2 })
+    t.match(resumed.err, /resuming pipelines\/synthetic\.ts recipe 'smoke'/)
+
+    await writeFile(join(out, 'last.ckpt'), 'garbage')
+    const corrupt = await maco('train', SYNTHETIC, '--out', out, '--resume', '--engine', 'wasm')
+    t.equal(corrupt.code, 1)
+    t.match(
+      corrupt.err,
+      /maco train: checkpoint .*last\.ckpt is unusable: not a MaCo checkpoint\n$/,
+    )
+  },
+)
+
+t.test(
+  'Ctrl-C writes a checkpoint and exits 130 with how to resume; --resume finishes',
+  async (t) => {
+    const out = join(t.testdir(), 'run')
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'train',
+        SYNTHETIC,
+        '--epochs',
+        '3',
+        ...SMALL,
+        '--out',
+        out,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    )
+    let err = ''
+    let sent = false
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString()
+      if (!sent && /epoch 1\/3 1\/2/.test(err)) {
+        sent = true
+        child.kill('SIGINT')
+      }
+    })
+    const code = await new Promise<number | null>((done) => child.on('close', done))
+    t.equal(code, 130, err)
+    t.match(err, /stopping after this step/)
+    t.match(
+      err,
+      new RegExp(
+        `stopped after step \\d \\([01] of 3 epochs done\\); resume with: maco train ${SYNTHETIC} --out ${out} --resume\\n$`,
+      ),
+    )
+    t.ok(existsSync(join(out, 'last.ckpt')))
+    const resumed = await maco(
+      'train',
+      SYNTHETIC,
+      '--out',
+      out,
+      '--resume',
+      '--engine',
+      'wasm',
+      '--json',
+    )
+    t.equal(resumed.code, 0, resumed.err)
+    t.match(JSON.parse(resumed.out), { epochs: 3, steps: 6 })
+  },
+)

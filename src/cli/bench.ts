@@ -73,6 +73,27 @@ const median = (xs: readonly number[]) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
 }
 
+interface KernelTime {
+  readonly name: string
+  readonly ms: number
+  readonly calls: number
+}
+
+/** Kernel time per kernel name over a `tf.profile` run, largest first. */
+const kernelTable = (kernels: readonly { name: string; kernelTimeMs: unknown }[]): KernelTime[] => {
+  const by = new Map<string, { ms: number; calls: number }>()
+  for (const k of kernels) {
+    const e = by.get(k.name) ?? { ms: 0, calls: 0 }
+    by.set(k.name, {
+      ms: e.ms + (typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0),
+      calls: e.calls + 1,
+    })
+  }
+  return [...by]
+    .map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls }))
+    .sort((a, b) => b.ms - a.ms)
+}
+
 const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
   const spec = unetSpec()
   const size = numberOption(args, 'size', 256, (n) => Number.isInteger(n) && n > 0 && n <= 1024)
@@ -81,6 +102,8 @@ const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
   const batch = numberOption(args, 'batch', 4, (n) => Number.isInteger(n) && n >= 1 && n <= 64)
   const workers = numberOption(args, 'workers', 1, (n) => n === 1 || n === 2)
   const steps = numberOption(args, 'steps', 3, (n) => Number.isInteger(n) && n >= 1 && n <= 100)
+  if (workers > 1 && flag(args, 'profile'))
+    throw usageError('--profile times the kernels of this thread: use it with --workers 1')
   const engineChoice = optionalString(args, 'engine') ?? 'auto'
   if (!(ENGINE_CHOICES as readonly string[]).includes(engineChoice))
     throw usageError(`--engine must be one of ${ENGINE_CHOICES.join(', ')}, got '${engineChoice}'`)
@@ -113,6 +136,7 @@ const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
       unlabelled: spec.options.classes,
     })
   const times: number[] = []
+  let kernels: KernelTime[] | undefined
   try {
     for (let i = 0; i <= steps; i++) {
       const t0 = performance.now()
@@ -124,6 +148,19 @@ const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
         `  step ${i}${i === 0 ? ' (warm-up)' : ''}: ${ms.toFixed(0)} ms, loss ${r.loss.toFixed(4)}\n`,
       )
       if (i > 0) times.push(ms)
+    }
+    if (flag(args, 'profile')) {
+      if (workers > 1)
+        throw usageError('--profile times kernels on this thread: use it with --workers 1')
+      const info = await tf.profile(async () => {
+        state = (await trainStep(passes, state, data, loss, { seed: 0, step: steps + 1 })).state
+        return []
+      })
+      kernels = kernelTable(info.kernels)
+      for (const k of kernels.slice(0, 12))
+        io.err(
+          `  ${k.name.padEnd(24)} ${String(k.ms).padStart(7)} ms ${String(k.calls).padStart(5)} calls\n`,
+        )
     }
   } finally {
     await passes.close()
@@ -139,6 +176,7 @@ const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
     msPerStep: Math.round(msPerStep),
     imagesPerSecond: Number(((batch * 1000) / msPerStep).toFixed(2)),
     stepsMs: times.map(Math.round),
+    ...(kernels ? { kernels } : {}),
   }
   if (flag(args, 'json')) io.out(`${JSON.stringify(result)}\n`)
   else
@@ -162,8 +200,9 @@ export const bench: Command = {
     '  --engine NAME    auto|wasm|cpu|tensorflow|tensorflow-gpu (default auto)',
     '  --workers 1|2    worker threads running the two forward/backward passes (wasm, cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',
+    '  --profile        then time one more step per kernel (top kernels on stderr, all in the JSON)',
     '  --json           one JSON document on stdout:',
-    '                   {"engine","size","batch","workers","msPerStep","imagesPerSecond","stepsMs"}',
+    '                   {"engine","size","batch","workers","msPerStep","imagesPerSecond","stepsMs"[,"kernels"]}',
   ].join('\n'),
   options: {
     size: { type: 'string' },
@@ -171,6 +210,7 @@ export const bench: Command = {
     engine: { type: 'string' },
     workers: { type: 'string' },
     steps: { type: 'string' },
+    profile: { type: 'boolean' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {

@@ -7,7 +7,7 @@
  * (Conv2DBackpropInput, SplitV for concat, Sum over batch and space). Here the program is
  * cut into units, each a conv with the batch norm, LeakyReLU and dropout after it; a unit
  * keeps only what its backward needs and uses the fast kernels: the input gradient as a
- * conv with the flipped, transposed filter, channel sums as a global average pool, LeakyReLU
+ * conv with the turned, transposed filter, channel sums as a global average pool, LeakyReLU
  * as prelu, and a concat followed by a conv as a sum of convs over the parts (so the
  * concat is never materialised nor split). The conv bias before a batch norm cancels in
  * training (its gradient is exactly 0) and is carried into the batch mean, as PyTorch's
@@ -126,9 +126,27 @@ const kernelParts = (kernel: tf.Tensor4D, xs: Parts): tf.Tensor4D[] => {
 const convSum = (xs: Parts, kernels: readonly tf.Tensor4D[]): tf.Tensor4D =>
   xs.map((x, i) => tf.conv2d(x, kernels[i], 1, 'same')).reduce((a, b) => tf.add(a, b))
 
-/** Input gradient of a stride-1 'same' conv: a conv with the flipped, transposed filter. */
+/**
+ * The kernel turned by 180 degrees in space: its k*k taps in reverse order, as a matMul with
+ * the reversal permutation (exact: one product by 1 per entry), since Reverse is a slow
+ * JavaScript kernel on wasm (~100 ms a step).
+ */
+const rotate180 = (kernel: tf.Tensor4D): tf.Tensor4D => {
+  const [kh, kw, ci, co] = kernel.shape
+  const taps = kh * kw
+  if (taps === 1) return kernel
+  const reversal = tf.tensor2d(
+    Float32Array.from({ length: taps * taps }, (_, i) =>
+      (i % taps) + Math.floor(i / taps) === taps - 1 ? 1 : 0,
+    ),
+    [taps, taps],
+  )
+  return tf.reshape(tf.matMul(reversal, tf.reshape(kernel, [taps, ci * co])), kernel.shape)
+}
+
+/** Input gradient of a stride-1 'same' conv: a conv with the turned, transposed filter. */
 const convInputGrad = (dz: tf.Tensor4D, kernel: tf.Tensor4D): tf.Tensor4D =>
-  tf.conv2d(dz, tf.transpose(tf.reverse(kernel, [0, 1]), [0, 1, 3, 2]), 1, 'same')
+  tf.conv2d(dz, tf.transpose(rotate180(kernel), [0, 1, 3, 2]), 1, 'same')
 
 const convFilterGrad = (x: tf.Tensor4D, dz: tf.Tensor4D, kernel: tf.Tensor4D): tf.Tensor4D =>
   tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: dz }, {

@@ -34,6 +34,34 @@ t.test('bench train --json prints one document with the timing of full MaCo step
   t.match(r.err, /step 0 \(warm-up\)/)
 })
 
+t.test('bench train --profile adds the kernel times of one more step', async (t) => {
+  const r = await maco(
+    'bench',
+    'train',
+    '--size',
+    '32',
+    '--batch',
+    '1',
+    '--engine',
+    'wasm',
+    '--steps',
+    '1',
+    '--profile',
+    '--json',
+  )
+  t.equal(r.code, 0, r.err)
+  const { kernels } = JSON.parse(r.out) as {
+    kernels: { name: string; ms: number; calls: number }[]
+  }
+  t.ok(kernels.some((k) => k.name === 'Conv2DBackpropFilter' && k.calls > 0))
+  t.same(
+    kernels.map((k) => k.ms),
+    kernels.map((k) => k.ms).sort((a, b) => b - a),
+    'largest first',
+  )
+  t.match(r.err, /Conv2D\s+\d+ ms/)
+})
+
 t.test('bench train with two workers', async (t) => {
   const r = await maco(
     'bench',
@@ -75,6 +103,22 @@ t.test('bad usage: exit 2 with the reason', async (t) => {
     [['bench', 'train', '--workers', '3'], /--workers must be a valid number/],
     [['bench', 'train', '--engine', 'gpu'], /--engine must be one of auto, tensorflow-gpu/],
     [['bench', 'train', '--steps', '0'], /--steps/],
+    [
+      [
+        'bench',
+        'train',
+        '--workers',
+        '2',
+        '--profile',
+        '--engine',
+        'wasm',
+        '--size',
+        '32',
+        '--steps',
+        '1',
+      ],
+      /--profile .* --workers 1/,
+    ],
   ] as const) {
     const r = await maco(...args)
     t.equal(r.code, 2, args.join(' '))

@@ -110,7 +110,7 @@ const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
   const loaded = await loadEngine(engineChoice as EngineChoice)()
   if (E.isLeft(loaded)) throw inputError(loaded.left)
   const engine = loaded.right
-  for (const s of engine.skipped) io.err(`engine ${s}\n`)
+  for (const s of engine.skipped) io.err(`skipped engine ${s}\n`)
   if (workers > 1 && engine.name !== 'wasm' && engine.name !== 'cpu')
     throw usageError(
       `--workers 2 is for the single-threaded engines (wasm, cpu); '${engine.name}' uses every core itself`,

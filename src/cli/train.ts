@@ -150,8 +150,8 @@ const describeEngine = (e: Engine, choice: EngineChoice): string =>
     : `engine: ${e.name} (asked for)`
 
 /** Loads the engine the flag names; exit 2 with its reason when it is not there. */
-export const engineFor = async (args: Parsed, io: CommandIO, fallback: EngineChoice = 'auto') => {
-  const asked = choice<EngineChoice>(args, 'engine', ENGINE_CHOICES) ?? fallback
+export const engineFor = async (args: Parsed, io: CommandIO) => {
+  const asked = choice<EngineChoice>(args, 'engine', ENGINE_CHOICES) ?? 'auto'
   const engine = await loadEngine(asked)()
   if (E.isLeft(engine)) throw inputError(engine.left)
   io.err(`${describeEngine(engine.right, asked)}\n`)
@@ -268,6 +268,7 @@ const readRunFile = async (runDir: string): Promise<RunFile> => {
   return decoded.right
 }
 
+/** Flags that change the config, which a resumed run cannot. */
 const CONFIG_FLAGS = [
   'epochs',
   'seed',
@@ -280,6 +281,57 @@ const CONFIG_FLAGS = [
   'train-cases',
   'val-cases',
 ]
+
+interface Plan {
+  readonly name: string
+  readonly recipe: Recipe
+  readonly config: TrainConfig
+  readonly dataDir: string | undefined
+  readonly runDir: string
+}
+
+const runDirOf = (args: Parsed, pipeline: string, recipe: string) =>
+  optionalString(args, 'out') ??
+  join('runs', `${basename(pipeline).replace(/\.[cm]?[tj]s$/, '')}-${recipe}`)
+
+/** A new run: the recipe's config with the flags applied, in a folder that holds no run. */
+const freshPlan = (
+  args: Parsed,
+  recipes: Readonly<Record<string, Recipe>>,
+  pipeline: string,
+  overrides: Overrides,
+): Plan => {
+  const [name, recipe] = pickRecipe(recipes, optionalString(args, 'recipe'), pipeline)
+  const runDir = runDirOf(args, pipeline, name)
+  if (existsSync(join(runDir, CHECKPOINTS.last)))
+    throw usageError(
+      `${runDir} already holds a run: add --resume to continue it, or pick another --out`,
+    )
+  const config = applyOverrides(recipe.config, overrides)
+  if (E.isLeft(config)) throw usageError(config.left)
+  return { name, recipe, config: config.right, dataDir: optionalString(args, 'data'), runDir }
+}
+
+/** A stopped run: its own recipe and config from config.json, nothing overridden. */
+const resumePlan = async (
+  args: Parsed,
+  recipes: Readonly<Record<string, Recipe>>,
+  pipeline: string,
+): Promise<Plan> => {
+  const given = CONFIG_FLAGS.filter((f) => args.values[f] !== undefined)
+  if (given.length > 0)
+    throw usageError(`--resume continues a run with its own config: drop --${given.join(', --')}`)
+  const asked = optionalString(args, 'recipe')
+  const runDir = runDirOf(args, pipeline, asked ?? Object.keys(recipes)[0])
+  const saved = await readRunFile(runDir)
+  if (asked !== undefined && asked !== saved.recipe)
+    throw usageError(`${runDir} trained recipe '${saved.recipe}', not '${asked}'`)
+  if (!existsSync(join(runDir, CHECKPOINTS.last)))
+    throw inputError(`nothing to resume in ${runDir} (no ${CHECKPOINTS.last} yet)`)
+  const [name, recipe] = pickRecipe(recipes, saved.recipe, pipeline)
+  const dataDir = optionalString(args, 'data') ?? saved.dataDir ?? undefined
+  return { name, recipe, config: saved.config, dataDir, runDir }
+}
 
 export const trainCommand: Command = {
   name: 'train',
@@ -335,41 +387,9 @@ export const trainCommand: Command = {
     )
     const overrides = overridesOf(args)
     const recipes = await loadRecipes(pipeline)
-    let recipeName = optionalString(args, 'recipe')
-    const runDirOf = (name: string) =>
-      optionalString(args, 'out') ??
-      join('runs', `${basename(pipeline).replace(/\.[cm]?[tj]s$/, '')}-${name}`)
-    let config: TrainConfig
-    let dataDir = optionalString(args, 'data')
-    let runDir: string
-    if (resume) {
-      const given = CONFIG_FLAGS.filter((f) => args.values[f] !== undefined)
-      if (given.length > 0)
-        throw usageError(
-          `--resume continues a run with its own config: drop --${given.join(', --')}`,
-        )
-      runDir = runDirOf(recipeName ?? Object.keys(recipes)[0])
-      const saved = await readRunFile(runDir)
-      if (recipeName !== undefined && recipeName !== saved.recipe)
-        throw usageError(`${runDir} trained recipe '${saved.recipe}', not '${recipeName}'`)
-      recipeName = saved.recipe
-      config = saved.config
-      dataDir ??= saved.dataDir ?? undefined
-      if (!existsSync(join(runDir, CHECKPOINTS.last)))
-        throw inputError(`nothing to resume in ${runDir} (no ${CHECKPOINTS.last} yet)`)
-    } else {
-      const [name, recipe] = pickRecipe(recipes, recipeName, pipeline)
-      recipeName = name
-      runDir = runDirOf(name)
-      if (existsSync(join(runDir, CHECKPOINTS.last)))
-        throw usageError(
-          `${runDir} already holds a run: add --resume to continue it, or pick another --out`,
-        )
-      const decoded = applyOverrides(recipe.config, overrides)
-      if (E.isLeft(decoded)) throw usageError(decoded.left)
-      config = decoded.right
-    }
-    const [name, recipe] = pickRecipe(recipes, recipeName, pipeline)
+    const { name, recipe, config, dataDir, runDir } = resume
+      ? await resumePlan(args, recipes, pipeline)
+      : freshPlan(args, recipes, pipeline, overrides)
     const engine = await engineFor(args, io)
     if (!resume) {
       const run: RunFile = { pipeline, recipe: name, dataDir: dataDir ?? null, config }

@@ -284,6 +284,68 @@ const historyOf = (lines: readonly Record<string, number>[]): PlotHistory => ({
 
 const round = (x: number, digits = 6) => Number(x.toPrecision(digits))
 
+/** A fresh run (weights from the seed, empty metrics) or the stopped one in `runDir`. */
+const begin = async (
+  inputs: TrainInputs,
+  spec: UNetSpec,
+  metricsPath: string,
+): Promise<
+  E.Either<string, { progress: Progress; state: TrainState; history: Record<string, number>[] }>
+> => {
+  const { config, runDir } = inputs
+  if (!inputs.resume) {
+    await writeFileAtomic(metricsPath, '')
+    return E.right({
+      progress: {
+        config,
+        origin: inputs.origin ?? { recipe: 'custom', pipeline: '', data: '' },
+        epoch: 0,
+        stepInEpoch: 0,
+        step: 0,
+        epochSums: emptySums(),
+        windowSums: emptySums(),
+        seconds: 0,
+        best: null,
+        validation: null,
+      },
+      state: initialState(spec, toParams(spec, initialWeights(spec, config.seed))),
+      history: [],
+    })
+  }
+  const path = join(runDir, CHECKPOINTS.last)
+  const c = await readCheckpoint(path, Progress)()
+  if (E.isLeft(c)) return c
+  if (!sameConfig(c.right.meta.config, config))
+    return E.left(`${runDir} was trained with another config; resume it with its own config.json`)
+  let state: TrainState
+  try {
+    state = restoreState(c.right)
+  } catch (e) {
+    return E.left(`checkpoint ${path} does not fit the network: ${(e as Error).message}`)
+  }
+  const history = await metricsUpTo(metricsPath, c.right.meta.step)
+  await writeFileAtomic(metricsPath, history.map((r) => `${JSON.stringify(r)}\n`).join(''))
+  return E.right({ progress: c.right.meta, state, history })
+}
+
+const outcome = (status: TrainOutcome['status'], p: Progress): TrainOutcome => ({
+  status,
+  epoch: p.epoch,
+  step: p.step,
+  best: p.best,
+  validation: p.validation,
+})
+
+const rounded = (r: Readonly<Record<string, number>>) =>
+  Object.fromEntries(Object.entries(r).map(([k, x]) => [k, round(x)]))
+
+const describe = (line: EpochLine, epochs: number, improved: boolean): string =>
+  `epoch ${line.epoch}/${epochs}: loss ${line.loss.toFixed(4)}, val Dice ${line.valDice.toFixed(3)} (` +
+  Object.entries(line.valClassDice)
+    .map(([k, x]) => `${k} ${x.toFixed(3)}`)
+    .join(', ') +
+  `), ${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}`
+
 /** Trains (or resumes) a run; see the module comment. Left: a one-line reason. */
 export const train =
   (inputs: TrainInputs): TE.TaskEither<string, TrainOutcome> =>
@@ -307,46 +369,13 @@ export const train =
       unlabelled: config.unlabelled,
     })
     if (E.isLeft(masking)) return masking
-    const origin = inputs.origin ?? { recipe: 'custom', pipeline: '', data: '' }
     const metricsPath = join(runDir, METRICS_FILE)
     await mkdir(runDir, { recursive: true })
 
-    let progress: Progress
-    let state: TrainState
-    let history: Record<string, number>[] = []
-    if (inputs.resume) {
-      const c = await readCheckpoint(join(runDir, CHECKPOINTS.last), Progress)()
-      if (E.isLeft(c)) return c
-      if (!sameConfig(c.right.meta.config, config))
-        return E.left(
-          `${runDir} was trained with another config; resume it with its own config.json`,
-        )
-      progress = c.right.meta
-      try {
-        state = restoreState(c.right)
-      } catch (e) {
-        return E.left(
-          `checkpoint ${join(runDir, CHECKPOINTS.last)} does not fit the network: ${(e as Error).message}`,
-        )
-      }
-      history = await metricsUpTo(metricsPath, progress.step)
-      await writeFileAtomic(metricsPath, history.map((r) => `${JSON.stringify(r)}\n`).join(''))
-    } else {
-      progress = {
-        config,
-        origin,
-        epoch: 0,
-        stepInEpoch: 0,
-        step: 0,
-        epochSums: emptySums(),
-        windowSums: emptySums(),
-        seconds: 0,
-        best: null,
-        validation: null,
-      }
-      state = initialState(spec, toParams(spec, initialWeights(spec, config.seed)))
-      await writeFileAtomic(metricsPath, '')
-    }
+    const begun = await begin(inputs, spec, metricsPath)
+    if (E.isLeft(begun)) return begun
+    let { progress, state } = begun.right
+    const { history } = begun.right
     const passes = inputs.passes ?? inProcess(spec)
     const log = inputs.log ?? (() => {})
     const record = async (line: Record<string, unknown>) => {
@@ -418,7 +447,7 @@ export const train =
               epoch: epoch + 1,
               lr: round(adam(step).learningRate),
               loss: round(m.loss),
-              ...Object.fromEntries(Object.entries(m.terms).map(([k2, v]) => [k2, round(v)])),
+              ...rounded(m.terms),
             })
             progress = { ...progress, windowSums: emptySums() }
           }
@@ -427,13 +456,7 @@ export const train =
             progress = { ...progress, seconds: performance.now() / 1000 - started }
             const saved = await checkpoint('last')
             if (E.isLeft(saved)) return saved
-            return E.right({
-              status: 'stopped',
-              epoch,
-              step: progress.step,
-              best: progress.best,
-              validation: progress.validation,
-            })
+            return E.right(outcome('stopped', progress))
           }
         }
         const v = await validate(spec, state.params, inputs.val, config.classes, config.batch)
@@ -444,11 +467,9 @@ export const train =
           step: progress.step,
           lr: round(adam(progress.step - 1).learningRate),
           loss: round(m.loss),
-          terms: Object.fromEntries(Object.entries(m.terms).map(([k2, x]) => [k2, round(x)])),
+          terms: rounded(m.terms),
           valDice: round(v.valDice),
-          valClassDice: Object.fromEntries(
-            Object.entries(v.classes).map(([k2, x]) => [k2, round(x)]),
-          ),
+          valClassDice: rounded(v.classes),
           seconds: round(seconds, 4),
           secondsPerStep: round(seconds / perEpoch, 4),
         }
@@ -472,30 +493,12 @@ export const train =
         }
         const saved = await checkpoint('last')
         if (E.isLeft(saved)) return saved
-        log(
-          `epoch ${epoch + 1}/${config.epochs}: loss ${line.loss.toFixed(4)}, val Dice ${line.valDice.toFixed(3)} ` +
-            `(${Object.entries(line.valClassDice)
-              .map(([k2, x]) => `${k2} ${x.toFixed(3)}`)
-              .join(', ')}), ` +
-            `${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}`,
-        )
+        log(describe(line, config.epochs, improved))
         inputs.onEpoch?.(line)
         if (inputs.stopRequested?.() && epoch + 1 < config.epochs)
-          return E.right({
-            status: 'stopped',
-            epoch: epoch + 1,
-            step: progress.step,
-            best: progress.best,
-            validation,
-          })
+          return E.right(outcome('stopped', progress))
       }
-      return E.right({
-        status: 'finished',
-        epoch: progress.epoch,
-        step: progress.step,
-        best: progress.best,
-        validation: progress.validation,
-      })
+      return E.right(outcome('finished', progress))
     } finally {
       disposeState(state)
       if (!inputs.passes) await passes.close()

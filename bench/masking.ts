@@ -1,31 +1,23 @@
 /**
  * Benchmark: attention-based masking of one 256 x 256 slice (patch weights from the
  * scribble, sampling round(r K) patches, zeroing them), done once per image per training
- * step. A synthetic annotator-like scribble and a random image; prints one JSON line with
- * the median over several timed rounds, overall and per stage.
+ * step. A phantom's annotator-like scribble (src/bench/cpl.ts) and a random image; prints
+ * one JSON line with the median over several timed rounds, overall and per stage.
  *
  * @example
  * node --import tsx bench/masking.ts   // {"size":256,"patch":16,"msPerSlice":...,...}
  */
 import * as E from 'fp-ts/lib/Either.js'
+import { phantomScribbles } from '../src/bench/cpl.ts'
+import { median } from '../src/bench/stats.ts'
 import { maskImage, maskingOptions, patchWeights, samplePatches } from '../src/maco/masking.ts'
 import { seeded } from '../src/util/rng.ts'
 
 const SIZE = 256
-const UNLABELLED = 4
 const ROUNDS = 7
 const PER_ROUND = 300
 
-const scribble = new Uint8Array(SIZE * SIZE).fill(UNLABELLED)
-const arc = (cx: number, cy: number, r: number, from: number, to: number, c: number) => {
-  for (let a = from; a <= to; a += 0.002)
-    scribble[Math.round(cy + r * Math.sin(a)) * SIZE + Math.round(cx + r * Math.cos(a))] = c
-}
-arc(128, 128, 90, 0, 2 * Math.PI, 0)
-arc(100, 120, 40, 2.2, 4.2, 1)
-arc(140, 130, 28, 0, 2 * Math.PI, 2)
-arc(140, 130, 8, 0, 3, 3)
-
+const [scribble] = phantomScribbles(SIZE, 1)
 const noise = seeded(0, 'bench-image')
 const image = Float32Array.from({ length: SIZE * SIZE }, () => noise.normal())
 const options = E.getOrElseW((e: string) => {
@@ -33,7 +25,6 @@ const options = E.getOrElseW((e: string) => {
 })(maskingOptions({ size: SIZE }))
 const rng = seeded(0, 'bench-mask')
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 const stages = { weights: [] as number[], sampling: [] as number[], masking: [] as number[] }
 const total: number[] = []
 let sink = 0

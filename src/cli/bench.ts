@@ -1,108 +1,97 @@
 /**
- * `maco bench KIND`: the performance suite. `train` times full MaCo training steps (two
- * forwards, the MaCo loss, both backwards, Adam) of the reference UNet on synthetic data,
- * and reports the median of the timed steps after one warm-up step: the machine may be
- * shared, so a median, not a mean.
+ * `maco bench [train|infer|cpl|serve]`: the performance suite; with no benchmark named it
+ * runs all four. Each figure comes with the floor it is judged against and the ratio to it:
+ * train against PyTorch on the same machines (measured once, not re-run), infer
+ * (onnxruntime-web) against onnxruntime-node, cpl against scipy's exact EDT (measured once),
+ * serve (HTTP) against the same inference without HTTP. The measuring is in src/bench/;
+ * this file reads the options, runs what was asked and prints a table or one JSON document.
  *
  * @example
  * maco bench train --size 256 --batch 4 --engine wasm --workers 2 --json
- * // {"engine":"wasm","size":256,"batch":4,"workers":2,"msPerStep":...,"imagesPerSecond":...}
+ * // {"engine":"wasm","size":256,"batch":4,"workers":2,"msPerStep":...,"imagesPerSecond":...,"ratio":...}
+ * maco bench --json   // {"train":[{...1 worker},{...2 workers}],"infer":{...},"cpl":{...},"serve":{...}}
  */
-import * as tf from '@tensorflow/tfjs-core'
+import { existsSync, statSync } from 'node:fs'
+import { join } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
-import { DEFAULT_LOSS, macoLoss } from '../maco/losses.ts'
-import { initialWeights, toParams } from '../model/tfjs-unet.ts'
+import { cplBench, cplRows, phantomScribbles, scribbleSlices } from '../bench/cpl.ts'
+import { inferBench, inferRows } from '../bench/infer.ts'
+import { checkModelChoice } from '../bench/model.ts'
+import { table, type Row } from '../bench/report.ts'
+import { serveBench, serveRows } from '../bench/serve.ts'
+import { trainBench, trainRows } from '../bench/train.ts'
 import { sizeMultiple, unetSpec } from '../model/unet.ts'
 import { ENGINE_CHOICES, loadEngine, type EngineChoice } from '../train/engine.ts'
-import { workerPasses } from '../train/parallel.ts'
-import { disposeState, initialState, inProcess, trainStep, type StepBatch } from '../train/step.ts'
-import { seeded } from '../util/rng.ts'
 import {
   flag,
   inputError,
   numberOption,
   optionalString,
+  runFailed,
   usageError,
   type Command,
   type CommandIO,
   type Parsed,
 } from './command.ts'
 
-interface BenchBatch extends StepBatch {
-  readonly masked: tf.Tensor4D
-  readonly scribbles: tf.Tensor3D
-  readonly cpl: tf.Tensor4D
-  readonly gc: tf.Tensor3D
+const BENCHMARKS = ['train', 'infer', 'cpl', 'serve'] as const
+type Benchmark = (typeof BENCHMARKS)[number]
+
+/** The benchmarks each option is for (`--size` and `--json` are for all). */
+const OPTION_FOR: Readonly<Record<string, readonly Benchmark[]>> = {
+  batch: ['train'],
+  engine: ['train'],
+  workers: ['train'],
+  steps: ['train'],
+  profile: ['train'],
+  runs: ['infer', 'cpl'],
+  model: ['infer', 'serve'],
+  data: ['cpl'],
+  requests: ['serve'],
 }
 
-/** Random images, half of their 16 px patches zeroed, sparse scribbles, CPL and a GC disc. */
-const syntheticBatch = (batch: number, size: number, classes: number): BenchBatch => {
-  const rng = seeded('bench', 'batch')
-  const n = batch * size * size
-  const image = Float32Array.from({ length: n }, () => rng.normal())
-  const patch = Math.max(1, size / 16)
-  const masked = image.map((v, i) => {
-    const x = Math.floor((i % size) / patch)
-    const y = Math.floor((Math.floor(i / size) % size) / patch)
-    return (x + y) % 2 === 0 ? 0 : v
-  })
-  const unlabelled = classes
-  const scribbles = Int32Array.from({ length: n }, () =>
-    rng.uniform() < 0.05 ? rng.int(classes) : unlabelled,
-  )
-  const cpl = Float32Array.from({ length: n * classes }, () =>
-    rng.uniform() < 0.3 ? rng.uniform() : 0,
-  )
-  const gc = Float32Array.from({ length: n }, (_, i) => {
-    const x = (i % size) / size - 0.5
-    const y = (Math.floor(i / size) % size) / size - 0.5
-    return x * x + y * y < 0.16 ? 1 : 0
-  })
-  return {
-    image: tf.tensor4d(image, [batch, size, size, 1]),
-    masked: tf.tensor4d(masked, [batch, size, size, 1]),
-    scribbles: tf.tensor3d(scribbles, [batch, size, size], 'int32'),
-    cpl: tf.tensor4d(cpl, [batch, size, size, classes]),
-    gc: tf.tensor3d(gc, [batch, size, size]),
-  }
+/** ACDC's training scribbles where the project's data usually is (as pipelines/acdc.ts looks). */
+const defaultScribbles = () => join(process.env.MACO_DATA ?? '../shared/data', 'acdc', 'train')
+const ACDC_VOLUMES = 20
+const SYNTHETIC = 'synthetic'
+
+interface Run {
+  readonly json: unknown
+  readonly rows: readonly Row[]
 }
 
-const median = (xs: readonly number[]) => {
-  const s = [...xs].sort((a, b) => a - b)
-  const m = Math.floor(s.length / 2)
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2
+/**
+ * Reads and checks a benchmark's options (throwing usage and input errors), and returns the
+ * measuring to do: the whole suite checks every option before it spends minutes measuring.
+ */
+type Prepare = (args: Parsed, io: CommandIO, all: boolean) => Promise<() => Promise<Run>>
+
+const log = (io: CommandIO) => (line: string) => io.err(`${line}\n`)
+
+const sizeOption = (args: Parsed): number => {
+  const size = numberOption(args, 'size', 256, (n) => Number.isInteger(n) && n >= 32 && n <= 1024)
+  const multiple = sizeMultiple(unetSpec())
+  if (size % multiple !== 0)
+    throw usageError(`--size must be a multiple of ${multiple}, got ${size}`)
+  return size
 }
 
-interface KernelTime {
-  readonly name: string
-  readonly ms: number
-  readonly calls: number
+const modelOption = (args: Parsed): string | undefined => {
+  const choice = checkModelChoice(optionalString(args, 'model'))
+  if (E.isLeft(choice)) throw inputError(choice.left)
+  return choice.right
 }
 
-/** Kernel time per kernel name over a `tf.profile` run, largest first. */
-const kernelTable = (kernels: readonly { name: string; kernelTimeMs: unknown }[]): KernelTime[] => {
-  const by = new Map<string, { ms: number; calls: number }>()
-  for (const k of kernels) {
-    const e = by.get(k.name) ?? { ms: 0, calls: 0 }
-    by.set(k.name, {
-      ms: e.ms + (typeof k.kernelTimeMs === 'number' ? k.kernelTimeMs : 0),
-      calls: e.calls + 1,
-    })
-  }
-  return [...by]
-    .map(([name, e]) => ({ name, ms: Math.round(e.ms), calls: e.calls }))
-    .sort((a, b) => b.ms - a.ms)
-}
+const countOption = (args: Parsed, name: string, fallback: number): number =>
+  numberOption(args, name, fallback, (n) => Number.isInteger(n) && n >= 1 && n <= 1000)
 
-const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
-  const spec = unetSpec()
-  const size = numberOption(args, 'size', 256, (n) => Number.isInteger(n) && n > 0 && n <= 1024)
-  if (size % sizeMultiple(spec) !== 0)
-    throw usageError(`--size must be a multiple of ${sizeMultiple(spec)}, got ${size}`)
+const train: Prepare = async (args, io, all) => {
+  const size = sizeOption(args)
   const batch = numberOption(args, 'batch', 4, (n) => Number.isInteger(n) && n >= 1 && n <= 64)
   const workers = numberOption(args, 'workers', 1, (n) => n === 1 || n === 2)
   const steps = numberOption(args, 'steps', 3, (n) => Number.isInteger(n) && n >= 1 && n <= 100)
-  if (workers > 1 && flag(args, 'profile'))
+  const profile = flag(args, 'profile')
+  if (workers > 1 && profile)
     throw usageError('--profile times the kernels of this thread: use it with --workers 1')
   const engineChoice = optionalString(args, 'engine') ?? 'auto'
   if (!(ENGINE_CHOICES as readonly string[]).includes(engineChoice))
@@ -111,98 +100,114 @@ const benchTrain = async (args: Parsed, io: CommandIO): Promise<void> => {
   if (E.isLeft(loaded)) throw inputError(loaded.left)
   const engine = loaded.right
   for (const s of engine.skipped) io.err(`skipped engine ${s}\n`)
-  if (workers > 1 && engine.name !== 'wasm' && engine.name !== 'cpu')
+  const singleThreaded = engine.name === 'wasm' || engine.name === 'cpu'
+  if (workers > 1 && !singleThreaded)
     throw usageError(
       `--workers 2 is for the single-threaded engines (wasm, cpu); '${engine.name}' uses every core itself`,
     )
-  io.err(
-    `bench train: engine ${engine.name}, ${size} px, batch ${batch}, ${workers} worker(s), 1 warm-up + ${steps} step(s)\n`,
-  )
-
-  const weights = initialWeights(spec, 0)
-  let state = initialState(spec, toParams(spec, weights))
-  const passes =
-    workers === 1
-      ? inProcess(spec)
-      : await workerPasses(spec, engine.name as 'wasm' | 'cpu', workers)
-  const data = syntheticBatch(batch, size, spec.options.classes)
-  const loss = (logits: tf.Tensor4D, maskedLogits: tf.Tensor4D | undefined, b: BenchBatch) =>
-    macoLoss(DEFAULT_LOSS, {
-      logits,
-      maskedLogits,
-      scribbles: b.scribbles,
-      cpl: b.cpl,
-      gc: b.gc,
-      unlabelled: spec.options.classes,
-    })
-  const times: number[] = []
-  let kernels: KernelTime[] | undefined
-  try {
-    for (let i = 0; i <= steps; i++) {
-      const t0 = performance.now()
-      const r = await trainStep(passes, state, data, loss, { seed: 0, step: i })
-      const ms = performance.now() - t0
-      state = r.state
-      if (!Number.isFinite(r.loss)) throw new Error(`the loss is ${r.loss} at step ${i}`)
-      io.err(
-        `  step ${i}${i === 0 ? ' (warm-up)' : ''}: ${ms.toFixed(0)} ms, loss ${r.loss.toFixed(4)}\n`,
+  // The whole suite compares one worker with two where two can help, unless told otherwise.
+  const counts = all && args.values.workers === undefined && singleThreaded ? [1, 2] : [workers]
+  return async () => {
+    const results = []
+    for (const w of counts)
+      results.push(
+        await trainBench(
+          { engine, size, batch, workers: w, steps, profile: profile && w === 1 },
+          log(io),
+        ),
       )
-      if (i > 0) times.push(ms)
-    }
-    if (flag(args, 'profile')) {
-      if (workers > 1)
-        throw usageError('--profile times kernels on this thread: use it with --workers 1')
-      const info = await tf.profile(async () => {
-        state = (await trainStep(passes, state, data, loss, { seed: 0, step: steps + 1 })).state
-        return []
-      })
-      kernels = kernelTable(info.kernels)
-      for (const k of kernels.slice(0, 12))
-        io.err(
-          `  ${k.name.padEnd(24)} ${String(k.ms).padStart(7)} ms ${String(k.calls).padStart(5)} calls\n`,
-        )
-    }
-  } finally {
-    await passes.close()
-    disposeState(state)
-    tf.dispose(Object.values(data))
+    return { json: all ? results : results[0], rows: results.flatMap(trainRows) }
   }
-  const msPerStep = median(times)
-  const result = {
-    engine: engine.name,
-    size,
-    batch,
-    workers,
-    msPerStep: Math.round(msPerStep),
-    imagesPerSecond: Number(((batch * 1000) / msPerStep).toFixed(2)),
-    stepsMs: times.map(Math.round),
-    ...(kernels ? { kernels } : {}),
-  }
-  if (flag(args, 'json')) io.out(`${JSON.stringify(result)}\n`)
-  else
-    io.out(
-      `${engine.name}: ${result.msPerStep} ms/step (median of ${steps}), ${result.imagesPerSecond} images/s\n`,
-    )
 }
 
-const benchmarks: Readonly<Record<string, (args: Parsed, io: CommandIO) => Promise<void>>> = {
-  train: benchTrain,
+const infer: Prepare = async (args, io) => {
+  const settings = {
+    model: modelOption(args),
+    size: sizeOption(args),
+    warmup: 3,
+    runs: countOption(args, 'runs', 10),
+    threads: [1, 2],
+  }
+  return async () => {
+    const result = await inferBench(settings, log(io))()
+    if (E.isLeft(result)) throw runFailed(result.left)
+    return { json: result.right, rows: inferRows(result.right) }
+  }
 }
+
+const cpl: Prepare = async (args, io) => {
+  const size = sizeOption(args)
+  const rounds = countOption(args, 'runs', 7)
+  const given = optionalString(args, 'data')
+  if (
+    given !== undefined &&
+    given !== SYNTHETIC &&
+    !statSync(given, { throwIfNoEntry: false })?.isDirectory()
+  )
+    throw inputError(`--data ${given}: no such folder`)
+  const source = given ?? (existsSync(defaultScribbles()) ? defaultScribbles() : SYNTHETIC)
+  return async () => {
+    const slices =
+      source === SYNTHETIC
+        ? E.right(phantomScribbles(size, 10))
+        : scribbleSlices(source, ACDC_VOLUMES, size)
+    if (E.isLeft(slices)) throw inputError(slices.left)
+    io.err(`bench cpl: ${slices.right.length} slices (${source}), ${size} px, ${rounds} rounds\n`)
+    const result = cplBench(slices.right, { size, source, rounds })
+    return { json: result, rows: cplRows(result) }
+  }
+}
+
+const serve: Prepare = async (args, io) => {
+  const settings = {
+    model: modelOption(args),
+    size: sizeOption(args),
+    slices: 10,
+    requests: countOption(args, 'requests', 16),
+  }
+  return async () => {
+    const result = await serveBench(settings, log(io))()
+    // serveBench's errors are the model's (its card); failures of the run itself throw.
+    if (E.isLeft(result)) throw inputError(result.left)
+    return { json: result.right, rows: serveRows(result.right) }
+  }
+}
+
+const prepare: Readonly<Record<Benchmark, Prepare>> = { train, infer, cpl, serve }
 
 export const bench: Command = {
   name: 'bench',
-  summary: 'performance suite: time training steps (more benchmarks: see KIND)',
-  usage: 'maco bench KIND [options]      KIND: train',
+  summary: 'performance suite: training, inference, CPL and serving speed against their floors',
+  usage: `maco bench [${BENCHMARKS.join('|')}] [options]     (no benchmark: all four)`,
   details: [
-    'train: full MaCo training steps of the reference UNet on synthetic data',
-    '  --size PX        image size, a multiple of 16 (default 256)',
+    'train: full MaCo training steps of the reference UNet on synthetic data, against PyTorch',
+    '       (2.2 s a step at 256 px, 0.48 s at 128, batch 4, 2 threads: measured once, not re-run)',
+    'infer: ms per slice on onnxruntime-web (1 and 2 threads, a process each), against onnxruntime-node',
+    'cpl:   ms per slice of continuous pseudo labels (4 classes), against scipy (5.9 ms at 256 px, once)',
+    'serve: POST /segment of a 10-slice .nii.gz, 1 and 8 clients, against segmentVolume without HTTP',
+    'The whole suite runs train with 1 and with 2 workers (wasm, cpu).',
+    '',
+    '  --size PX        image / slice size, a multiple of 16, 32..1024 (default 256)',
+    '  --json           one JSON document on stdout (all four: {"train":[...],"infer","cpl","serve"})',
+    'train:',
     '  --batch N        images per step (default 4)',
     '  --engine NAME    auto|wasm|cpu|tensorflow|tensorflow-gpu (default auto)',
     '  --workers 1|2    worker threads running the two forward/backward passes (wasm, cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',
     '  --profile        then time one more step per kernel (top kernels on stderr, all in the JSON)',
-    '  --json           one JSON document on stdout:',
-    '                   {"engine","size","batch","workers","msPerStep","imagesPerSecond","stepsMs"[,"kernels"]}',
+    '                   {"engine","size","batch","workers","msPerStep","imagesPerSecond","stepsMs","ratio"[,"kernels"]}',
+    'infer, serve:',
+    '  --model FILE     an .onnx file with its card beside it, or random (default: models/acdc-maco.onnx',
+    '                   when it exists, else the default UNet with seeded random weights: the same cost)',
+    'infer, cpl:',
+    '  --runs N         infer: timed runs per configuration after 3 warm-up runs (default 10);',
+    '                   cpl: timed rounds of at least 200 slices (default 7); the median is reported',
+    'cpl:',
+    '  --data DIR       a folder of *_scribble.nii.gz (the first 20) or synthetic (default: the ACDC',
+    '                   training scribbles in $MACO_DATA/acdc/train or ../shared/data/acdc/train when',
+    '                   there, else synthetic phantoms)',
+    'serve:',
+    '  --requests N     direct calls and 1-client requests (default 16); 8 clients send 2.5 x N',
   ].join('\n'),
   options: {
     size: { type: 'string' },
@@ -211,17 +216,31 @@ export const bench: Command = {
     workers: { type: 'string' },
     steps: { type: 'string' },
     profile: { type: 'boolean' },
+    runs: { type: 'string' },
+    model: { type: 'string' },
+    data: { type: 'string' },
+    requests: { type: 'string' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
     const kind = args.positionals[0]
-    const run = kind === undefined ? undefined : benchmarks[kind]
-    if (!run)
+    if (kind !== undefined && !(BENCHMARKS as readonly string[]).includes(kind))
       throw usageError(
-        `expected a benchmark (${Object.keys(benchmarks).join(', ')}), got '${kind ?? ''}'`,
+        `expected a benchmark (${BENCHMARKS.join(', ')}) or none for all, got '${kind}'`,
       )
     if (args.positionals.length > 1)
       throw usageError(`unexpected argument '${args.positionals[1]}'`)
-    await run(args, io)
+    const chosen: readonly Benchmark[] = kind === undefined ? BENCHMARKS : [kind as Benchmark]
+    for (const [option, targets] of Object.entries(OPTION_FOR))
+      if (args.values[option] !== undefined && !targets.some((b) => chosen.includes(b)))
+        throw usageError(`--${option} is for ${targets.join(', ')}, not ${chosen.join(', ')}`)
+    const all = kind === undefined
+    const measure = []
+    for (const b of chosen) measure.push(await prepare[b](args, io, all))
+    const runs: Run[] = []
+    for (const m of measure) runs.push(await m())
+    if (!flag(args, 'json')) io.out(table(runs.flatMap((r) => r.rows)))
+    else if (!all) io.out(`${JSON.stringify(runs[0].json)}\n`)
+    else io.out(`${JSON.stringify(Object.fromEntries(chosen.map((b, i) => [b, runs[i].json])))}\n`)
   },
 }

@@ -10,6 +10,7 @@ import { bench } from './bench.ts'
 import { trainCommand } from './train.ts'
 import { exportCommand } from './export.ts'
 import { demo } from './demo.ts'
+import { finetuneCommand } from './finetune.ts'
 
 export const commands: readonly Command[] = [
   inspect,
@@ -21,5 +22,6 @@ export const commands: readonly Command[] = [
   bench,
   trainCommand,
   exportCommand,
+  finetuneCommand,
   demo,
 ]

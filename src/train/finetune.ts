@@ -65,7 +65,7 @@ import {
 import { loadNifti } from '../pipeline/fields.ts'
 import { compose, start, then } from '../pipeline/pipeline.ts'
 import { runPipeline } from '../pipeline/run.ts'
-import { formatStageError, stage } from '../pipeline/stage.ts'
+import { formatStageError, stage, type CaseRecord } from '../pipeline/stage.ts'
 import type { ModelCard } from '../serve/model-card.ts'
 import { parseModelCard } from '../serve/model-card.ts'
 import { sha256Hex } from '../serve/models.ts'
@@ -243,6 +243,8 @@ export interface FinetuneOptions {
   readonly lr?: number
   readonly batch?: number
   readonly seed?: number
+  /** Keep this many training subjects (a fixed seeded order, as `maco train --train-cases`). */
+  readonly trainCases?: number
 }
 
 /** What fine-tuning changes by default: short, with a learning rate for adapting, not learning anew. */
@@ -276,7 +278,10 @@ export const finetuneConfig = (
     unlabelled: data.unlabelled,
     input: { spacing: [...parent.input.spacing], size: [...parent.input.size] },
     network,
-    data: base?.data ?? { split: 'train', valSplit: 'val' },
+    data: {
+      ...(base?.data ?? { split: 'train', valSplit: 'val' }),
+      ...(o.trainCases === undefined ? {} : { trainCases: o.trainCases }),
+    },
     supervision: 'scribble',
     shrink: base?.shrink ?? { ratio: 0, scope: 'slice' },
     loss: base?.loss ?? DEFAULT_LOSS,
@@ -360,7 +365,7 @@ export const checkScribbleValues = (
 }
 
 /** The part of a recipe that lists and prepares data (a fine-tune's config comes from its parent). */
-export type DataRecipe<C extends DatasetCase = DatasetCase> = Pick<
+export type DataRecipe<C extends CaseRecord = DatasetCase> = Pick<
   Recipe<C>,
   'cases' | 'training' | 'validation'
 >
@@ -408,7 +413,7 @@ export interface PreparedData {
 }
 
 /** The recipe's cases as training slices and validation volumes; `onCase` after each case. */
-export const prepareData = <C extends DatasetCase>(
+export const prepareData = <C extends CaseRecord>(
   recipe: DataRecipe<C>,
   config: TrainConfig,
   dataDir?: string,

@@ -4,7 +4,6 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
-import { phantomCase } from '../../src/data/phantom.ts'
 import { exportOnnx } from '../../src/model/onnx-export.ts'
 import { forwardTrain, predictLogits, toParams } from '../../src/model/tfjs-unet.ts'
 import { unetSpec, type UNetSpec, type UNetWeights } from '../../src/model/unet.ts'
@@ -23,8 +22,8 @@ import {
   type Parent,
 } from '../../src/train/finetune.ts'
 import { seeded } from '../../src/util/rng.ts'
-import { writeNiftiFile } from '../../src/volume/nifti-file.ts'
 import { withData } from '../../src/volume/volume.ts'
+import { scribbledScans, smallPhantom } from '../helpers/scans.ts'
 import { cardFor } from '../helpers/serve-fixtures.ts'
 import { randomWeights } from '../helpers/unet-weights.ts'
 
@@ -120,7 +119,7 @@ t.test(
 )
 
 t.test('scribble values are checked before anything trains', async (t) => {
-  const c = phantomCase(1, { size: [40, 40], slices: 2, spacing: [4.8, 4.8, 8] })
+  const c = smallPhantom(1)
   t.ok(E.isRight(checkScribbleValues(c.scribble, 4, 4)))
   t.same(
     checkScribbleValues(
@@ -146,40 +145,8 @@ t.test('scribble values are checked before anything trains', async (t) => {
   )
 })
 
-/** Two phantoms with scribbles and one with a label, in the default layout; `classes` 4 or 2 (LV only). */
-const scans = async (dir: string, classes: 4 | 2) => {
-  const relabel = (v: number, unlabelled: boolean) =>
-    classes === 4 ? v : unlabelled && v === 4 ? 2 : v === 3 ? 1 : 0
-  for (const [i, role] of [
-    [0, 'train'],
-    [1, 'train'],
-    [2, 'val'],
-  ] as const) {
-    const c = phantomCase(i + 10, { size: [40, 40], slices: 3, spacing: [4.8, 4.8, 8] })
-    const at = (suffix: string) => join(dir, `scan${i}${suffix}.nii.gz`)
-    right(await writeNiftiFile(at(''), c.image)())
-    if (role === 'train')
-      right(
-        await writeNiftiFile(
-          at('_scribble'),
-          withData(
-            c.scribble,
-            c.scribble.data.map((v) => relabel(v, true)),
-          ),
-        )(),
-      )
-    else
-      right(
-        await writeNiftiFile(
-          at('_label'),
-          withData(
-            c.label,
-            c.label.data.map((v) => relabel(v, false)),
-          ),
-        )(),
-      )
-  }
-}
+const scans = (dir: string, classes: 4 | 2) =>
+  scribbledScans(dir, { scribbled: 2, labelled: 1, classes })
 
 const DATA = { classes: ['background', 'RV', 'MYO', 'LV'], unlabelled: 4 }
 

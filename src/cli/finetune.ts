@@ -1,0 +1,354 @@
+/**
+ * `maco finetune`: adapts a shipped model (an ONNX file with its card, or a run folder) to
+ * new scans from a few scribbled volumes (src/train/finetune.ts), and writes the new ONNX
+ * file with a model card that names its parent, data and validation Dice.
+ *
+ * Data: a folder of scans with their scribbles (`scan.nii.gz` + `scan_scribble.nii.gz`;
+ * labelled scans `scan_label.nii.gz` without scribbles validate), or a pipeline's recipe
+ * (`--pipeline pipelines/mscmr.ts --recipe cpu`). The network and its input grid are the
+ * parent's; the classes are the data's (another count gets a new output layer, said on
+ * stderr). Ctrl-C writes a checkpoint and exits 130; `--resume` continues.
+ *
+ * @example
+ * maco finetune --from models/acdc.onnx --data scans/lge --epochs 20 -o models/acdc-lge.onnx
+ * maco finetune --from models/acdc.onnx --pipeline pipelines/mscmr.ts --recipe cpu --train-cases 5 -o models/acdc-mscmr.onnx
+ */
+import * as E from 'fp-ts/lib/Either.js'
+import type * as TE from 'fp-ts/lib/TaskEither.js'
+import { existsSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
+import { CARDIAC_UNLABELLED } from '../data/dataset.ts'
+import type { CaseRecord } from '../pipeline/stage.ts'
+import { workerPasses } from '../train/parallel.ts'
+import {
+  DEFAULT_PATTERNS,
+  FINETUNE_DEFAULTS,
+  FREEZE_CHOICES,
+  casesRecipe,
+  finetune,
+  finetuneConfig,
+  finetunedModel,
+  layoutCases,
+  loadParent,
+  prepareData,
+  resumeFinetune,
+  type DataRecipe,
+  type Finetuned,
+  type Freeze,
+  type Parent,
+  type PreparedData,
+} from '../train/finetune.ts'
+import { decodeTrainConfig, networkSpec, type TrainConfig } from '../train/recipe.ts'
+import { inProcess } from '../train/step.ts'
+import { CHECKPOINTS, stepsPerEpoch } from '../train/trainer.ts'
+import { writeFileAtomic } from '../util/atomic.ts'
+import {
+  flag,
+  inputError,
+  numberOption,
+  optionalString,
+  requireString,
+  runFailed,
+  usageError,
+  type Command,
+  type CommandIO,
+  type Parsed,
+} from './command.ts'
+import { progress, type Progress } from './progress.ts'
+import { engineFor, loadRecipes, pickRecipe } from './train.ts'
+
+const integer = (args: Parsed, name: string, min: number): number | undefined =>
+  args.values[name] === undefined
+    ? undefined
+    : numberOption(args, name, 0, (n) => Number.isInteger(n) && n >= min)
+
+const freezeOf = (args: Parsed): Freeze => {
+  const v = optionalString(args, 'freeze') ?? 'none'
+  if (!(FREEZE_CHOICES as readonly string[]).includes(v))
+    throw usageError(`--freeze must be one of ${FREEZE_CHOICES.join(', ')}, got '${v}'`)
+  return v as Freeze
+}
+
+interface Plan {
+  readonly config: TrainConfig
+  /** Lists and prepares the data (with a callback after each case). */
+  readonly prepare: (
+    onCase: (name: string, done: number, total: number) => void,
+  ) => TE.TaskEither<string, PreparedData>
+  /** How the card names where the data came from. */
+  readonly pipeline: string
+}
+
+const planned = <C extends CaseRecord>(
+  recipe: DataRecipe<C>,
+  config: TrainConfig,
+  dataDir: string | undefined,
+  pipeline: string,
+): Plan => ({
+  config,
+  prepare: (onCase) => prepareData(recipe, config, dataDir, onCase),
+  pipeline,
+})
+
+/** The data and config: a pipeline's recipe, or a folder of scans with scribbles. */
+const planOf = async (args: Parsed, parent: Parent, io: CommandIO): Promise<Plan> => {
+  const options = {
+    epochs: integer(args, 'epochs', 1),
+    batch: integer(args, 'batch', 1),
+    seed: integer(args, 'seed', 0),
+    trainCases: integer(args, 'train-cases', 1),
+    lr: args.values.lr === undefined ? undefined : numberOption(args, 'lr', 0, (n) => n > 0),
+  }
+  const pipeline = optionalString(args, 'pipeline')
+  const dataDir = optionalString(args, 'data')
+  if (pipeline !== undefined) {
+    const layoutFlags = ['val', 'image', 'scribble', 'label', 'classes', 'unlabelled'].filter(
+      (f) => args.values[f] !== undefined,
+    )
+    if (layoutFlags.length > 0)
+      throw usageError(`--${layoutFlags[0]} describes a --data folder; the recipe has its own data`)
+    const [name, recipe] = pickRecipe(
+      await loadRecipes(pipeline),
+      optionalString(args, 'recipe'),
+      pipeline,
+    )
+    const config = finetuneConfig(parent, recipe.config, options, recipe.config)
+    if (E.isLeft(config)) throw usageError(config.left)
+    const [a, b] = [recipe.config.input, config.right.input]
+    if (a.spacing.some((s, i) => s !== b.spacing[i]) || a.size.some((s, i) => s !== b.size[i]))
+      io.err(
+        `note: the recipe's grid (${a.spacing.join('x')} mm, ${a.size.join('x')} px) is replaced by the parent's (${b.spacing.join('x')} mm, ${b.size.join('x')} px)\n`,
+      )
+    return planned(recipe, config.right, dataDir, `${pipeline} recipe ${name}`)
+  }
+  if (optionalString(args, 'recipe') !== undefined) throw usageError('--recipe needs --pipeline')
+  if (dataDir === undefined)
+    throw usageError('missing --data (a folder of scans with scribbles) or --pipeline')
+  const classes =
+    optionalString(args, 'classes')
+      ?.split(',')
+      .map((s) => s.trim()) ?? parent.classes
+  const unlabelled = integer(args, 'unlabelled', 0) ?? Math.max(CARDIAC_UNLABELLED, classes.length)
+  const config = finetuneConfig(parent, { classes, unlabelled }, options)
+  if (E.isLeft(config)) throw usageError(config.left)
+  const patterns = {
+    image: optionalString(args, 'image') ?? DEFAULT_PATTERNS.image,
+    scribble: optionalString(args, 'scribble') ?? DEFAULT_PATTERNS.scribble,
+    label: optionalString(args, 'label') ?? DEFAULT_PATTERNS.label,
+  }
+  const cases = await layoutCases(dataDir, patterns, optionalString(args, 'val'))()
+  if (E.isLeft(cases)) throw inputError(cases.left)
+  return planned(casesRecipe(cases.right), config.right, dataDir, `scans in ${dataDir}`)
+}
+
+const describeDice = (dice: Readonly<Record<string, number>>): string =>
+  Object.entries(dice)
+    .map(([k, v]) => `${k} ${v.toFixed(3)}`)
+    .join(', ')
+
+const meanOf = (dice: Readonly<Record<string, number>>): number => {
+  const values = Object.values(dice)
+  return values.reduce((a, b) => a + b, 0) / Math.max(values.length, 1)
+}
+
+/** Trains with Ctrl-C stopping after the step under way; a second Ctrl-C quits at once. */
+const trainInterruptibly = async (
+  run: (stopRequested: () => boolean) => Promise<E.Either<string, Finetuned>>,
+  io: CommandIO,
+): Promise<Finetuned> => {
+  let stop = false
+  const onSigint = () => {
+    if (stop) process.exit(130)
+    stop = true
+    io.err('\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n')
+  }
+  process.on('SIGINT', onSigint)
+  try {
+    const r = await run(() => stop)
+    if (E.isLeft(r)) throw runFailed(r.left)
+    return r.right
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+}
+
+export const finetuneCommand: Command = {
+  name: 'finetune',
+  summary: 'adapt a model to new scans from a few scribbled volumes',
+  usage:
+    'maco finetune --from MODEL.onnx|RUN_DIR (--data DIR | --pipeline P.ts [--recipe R]) -o NEW.onnx [options]',
+  details: [
+    'Options:',
+    '  --from M              the parent: MODEL.onnx (with MODEL.json beside it) or a run folder',
+    '  -o, --out NEW.onnx    the new model; its card NEW.json goes beside it',
+    '  --name NAME           the new model name (default: the file name without .onnx)',
+    `  --data DIR            scans with scribbles: ${DEFAULT_PATTERNS.image} + ${DEFAULT_PATTERNS.scribble};`,
+    `                        scans with ${DEFAULT_PATTERNS.label} and no scribble validate`,
+    '  --val DIR             validate on the labelled scans of DIR instead',
+    '  --image P, --scribble P, --label P   file name patterns with {case} (as above)',
+    "  --classes A,B,...     class names by label value (default: the parent's)",
+    '  --unlabelled N        the scribble value of unannotated voxels (default 4, or the class count)',
+    '  --pipeline P.ts       a pipeline module: its recipe lists and prepares the data (with --data',
+    "  --recipe NAME         as its data folder); the network and grid stay the parent's",
+    `  --epochs N            (default ${FINETUNE_DEFAULTS.epochs}), --lr X (default ${FINETUNE_DEFAULTS.lr}, poly decay),`,
+    `  --batch N             (default ${FINETUNE_DEFAULTS.batch}), --seed S`,
+    '  --train-cases N       keep N training subjects (fixed seeded order)',
+    '  --freeze F            encoder (its weights stay fixed) or none (default)',
+    '  --engine E            training engine (default auto); --workers N: threads for the two passes',
+    '  --run DIR             the run folder: checkpoints, metrics.jsonl, plot.svg (default runs/finetune-NAME)',
+    '  --resume              continue a stopped fine-tune in --run (same options)',
+    '  --json                print {onnx, card, name, parent, validation, parentValidation, ...} on stdout',
+    '',
+    "Batch norm: an ONNX file holds it folded into the convs; it is re-estimated on the new data's",
+    "slices so that training starts from the parent's function (see src/train/finetune.ts).",
+  ].join('\n'),
+  options: {
+    from: { type: 'string' },
+    out: { type: 'string', short: 'o' },
+    name: { type: 'string' },
+    data: { type: 'string' },
+    val: { type: 'string' },
+    image: { type: 'string' },
+    scribble: { type: 'string' },
+    label: { type: 'string' },
+    classes: { type: 'string' },
+    unlabelled: { type: 'string' },
+    pipeline: { type: 'string' },
+    recipe: { type: 'string' },
+    epochs: { type: 'string' },
+    lr: { type: 'string' },
+    batch: { type: 'string' },
+    seed: { type: 'string' },
+    'train-cases': { type: 'string' },
+    freeze: { type: 'string' },
+    engine: { type: 'string' },
+    workers: { type: 'string' },
+    run: { type: 'string' },
+    resume: { type: 'boolean' },
+    json: { type: 'boolean' },
+  },
+  run: async (args, io) => {
+    if (args.positionals.length > 0)
+      throw usageError(`unexpected argument '${args.positionals[0]}' (the parent goes in --from)`)
+    const from = requireString(args, 'from')
+    const out = requireString(args, 'out')
+    if (!/\.onnx$/i.test(out)) throw usageError(`-o must name an .onnx file, got ${out}`)
+    const name = optionalString(args, 'name') ?? basename(out).replace(/\.onnx$/i, '')
+    const freeze = freezeOf(args)
+    const resume = flag(args, 'resume')
+    const workers = numberOption(
+      args,
+      'workers',
+      1,
+      (n) => Number.isInteger(n) && n >= 1 && n <= 16,
+    )
+    const runDir = optionalString(args, 'run') ?? join('runs', `finetune-${name}`)
+    const started = existsSync(join(runDir, CHECKPOINTS.last))
+    if (started && !resume)
+      throw usageError(
+        `${runDir} already holds a run: add --resume to continue it, or pick another --run`,
+      )
+    if (resume && !started)
+      throw inputError(`nothing to resume in ${runDir} (no ${CHECKPOINTS.last})`)
+
+    const parent = await loadParent(from)()
+    if (E.isLeft(parent)) throw inputError(parent.left)
+    const plan = await planOf(args, parent.right, io)
+    const engine = await engineFor(args, io)
+    let bar: Progress | undefined
+    const data = await plan.prepare((c, _, total) => {
+      bar ??= progress({ label: 'prepare', total, io })
+      bar.tick(c)
+    })()
+    if (E.isLeft(data)) throw inputError(data.left)
+    bar?.done()
+    // Fewer slices than a batch: one smaller batch an epoch rather than no step at all.
+    const config =
+      data.right.train.length < plan.config.batch
+        ? decodeTrainConfig({ ...plan.config, batch: Math.max(1, data.right.train.length) })
+        : E.right(plan.config)
+    if (E.isLeft(config)) throw usageError(config.left)
+    io.err(
+      `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}\n`,
+    )
+    const spec = networkSpec(config.right)
+    const passes = workers > 1 ? await workerPasses(spec, engine.name, workers) : inProcess(spec)
+    const steps = progress({
+      label: 'fine-tune',
+      total: stepsPerEpoch(data.right.train.length, config.right.batch) * config.right.epochs,
+      io,
+    })
+    const inputs = {
+      parent: parent.right,
+      config: config.right,
+      ...data.right,
+      runDir,
+      freeze,
+      origin: {
+        recipe: `finetune of ${parent.right.name}${freeze === 'encoder' ? ', encoder frozen' : ''}`,
+        pipeline: plan.pipeline,
+        data: data.right.data,
+      },
+      passes,
+      log: (line: string) => io.err(`${line}\n`),
+      onStep: () => steps.tick(),
+    }
+    let result: Finetuned
+    try {
+      result = await trainInterruptibly(
+        (stopRequested) => (resume ? resumeFinetune : finetune)({ ...inputs, stopRequested })(),
+        io,
+      )
+    } finally {
+      await passes.close()
+    }
+    steps.done()
+    for (const note of result.notes) io.err(`note: ${note}\n`)
+    if (result.outcome.status === 'stopped') {
+      io.err(
+        `stopped after step ${result.outcome.step}; continue with the same options and --resume (run folder ${runDir})\n`,
+      )
+      process.exit(130)
+    }
+    const model = await finetunedModel(name, result)()
+    if (E.isLeft(model)) throw runFailed(model.left)
+    const cardPath = join(dirname(out), `${basename(out).replace(/\.onnx$/i, '')}.json`)
+    // The ONNX file first: a model is served only once its card exists.
+    await writeFileAtomic(out, model.right.onnx)
+    await writeFileAtomic(cardPath, `${JSON.stringify(model.right.card, null, 2)}\n`)
+    const validation = model.right.card.validation?.dice ?? null
+    const before = result.parentValidation?.classes ?? null
+    if (flag(args, 'json'))
+      io.out(
+        `${JSON.stringify({
+          onnx: out,
+          card: cardPath,
+          name,
+          parent: parent.right.name,
+          runDir,
+          epochs: result.outcome.epoch,
+          steps: result.outcome.step,
+          freeze,
+          notes: result.notes,
+          validation,
+          parentValidation: before,
+        })}\n`,
+      )
+    else
+      io.out(
+        [
+          `${out}`,
+          `${cardPath}`,
+          ...(before
+            ? [
+                `parent ${parent.right.name}: val Dice ${meanOf(before).toFixed(3)} (${describeDice(before)})`,
+              ]
+            : []),
+          ...(validation
+            ? [`${name}: val Dice ${meanOf(validation).toFixed(3)} (${describeDice(validation)})`]
+            : []),
+          '',
+        ].join('\n'),
+      )
+  },
+}

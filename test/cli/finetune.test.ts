@@ -1,0 +1,253 @@
+import * as E from 'fp-ts/lib/Either.js'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t from 'tap'
+import { parseModelCard } from '../../src/serve/model-card.ts'
+import { sha256Hex } from '../../src/serve/models.ts'
+import { onnxUNetSpec } from '../../src/train/finetune.ts'
+import { maco } from '../helpers/cli.ts'
+import { scribbledScans } from '../helpers/scans.ts'
+import { tinyModelDir } from '../helpers/serve-fixtures.ts'
+
+/** A parent (UNet base 4, 3 levels, 32 px at 6 mm) and two scribbled scans plus one labelled. */
+const setup = async (dir: string, classes: 4 | 2 = 4) => {
+  const models = join(dir, 'models')
+  await mkdir(models)
+  await tinyModelDir(models, { input: { spacing: [6, 6], size: [32, 32] } })
+  const scans = join(dir, 'scans')
+  await mkdir(scans)
+  await scribbledScans(scans, { scribbled: 2, labelled: 1, classes })
+  return { parent: join(models, 'tiny.onnx'), scans, models }
+}
+
+const card = async (path: string) => {
+  const c = parseModelCard(await readFile(path, 'utf8'))
+  if (E.isLeft(c)) throw new Error(c.left)
+  return c.right
+}
+
+const FAST = ['--epochs', '1', '--batch', '2', '--engine', 'cpu']
+
+t.test('bad usage and bad input exit 2 with one line', async (t) => {
+  const dir = t.testdir()
+  const { parent, scans, models } = await setup(dir)
+  await writeFile(join(models, 'other.onnx'), 'not the file its card describes')
+  await writeFile(join(models, 'other.json'), await readFile(join(models, 'tiny.json')))
+  const out = ['-o', join(dir, 'new.onnx')]
+  const cases: [string[], RegExp][] = [
+    [['--data', scans, ...out], /^maco finetune: missing --from\n$/],
+    [['--from', parent, '--data', scans], /^maco finetune: missing --out\n$/],
+    [
+      ['--from', parent, '--data', scans, '-o', 'x.json'],
+      /-o must name an \.onnx file, got x\.json/,
+    ],
+    [
+      ['--from', parent, ...out],
+      /missing --data \(a folder of scans with scribbles\) or --pipeline/,
+    ],
+    [
+      ['--from', parent, '--data', scans, '--freeze', 'all', ...out],
+      /--freeze must be one of encoder, none, got 'all'/,
+    ],
+    [
+      ['--from', join(dir, 'none.onnx'), '--data', scans, ...out],
+      /^maco finetune: no model at .*none\.onnx\n$/,
+    ],
+    [
+      ['--from', join(dir, 'scans'), '--data', scans, ...out],
+      /no checkpoint at .*scans\/best\.ckpt/,
+    ],
+    [
+      ['--from', join(models, 'other.onnx'), '--data', scans, ...out],
+      /other\.onnx is not the file its card .*other\.json describes \(SHA-256\)/,
+    ],
+    [
+      ['--from', parent, '--data', join(dir, 'nope'), ...out],
+      /^maco finetune: no such folder: .*nope\n$/,
+    ],
+    [
+      ['--from', parent, '--data', scans, '--scribble', '{case}_s.nii.gz', ...out],
+      /no scribbles in .*scans: no file matches '\{case\}_s\.nii\.gz' for a scan/,
+    ],
+    [['--from', parent, '--data', scans, '--recipe', 'cpu', ...out], /--recipe needs --pipeline/],
+    [
+      ['--from', parent, '--pipeline', 'pipelines/synthetic.ts', '--classes', 'a,b', ...out],
+      /--classes describes a --data folder; the recipe has its own data/,
+    ],
+    [
+      ['--from', parent, '--data', scans, '--classes', 'background', ...out],
+      /classes: at least 2 are needed/,
+    ],
+    [
+      ['--from', parent, '--data', scans, '--epochs', '0', ...out],
+      /--epochs must be a valid number, got '0'/,
+    ],
+    [
+      ['--from', parent, '--data', scans, '--resume', '--run', join(dir, 'r'), ...out],
+      /nothing to resume in .*r \(no last\.ckpt\)/,
+    ],
+    [['stray', '--from', parent], /unexpected argument 'stray' \(the parent goes in --from\)/],
+  ]
+  for (const [argv, err] of cases) {
+    const r = await maco('finetune', ...argv, '--engine', 'cpu')
+    t.equal(r.code, 2, argv.join(' '))
+    t.match(r.err, err)
+    t.equal(r.err.trim().split('\n').length, 1, `one line: ${r.err}`)
+  }
+  // Scribble values are checked while the data is prepared: after the progress lines.
+  const data = await maco(
+    'finetune',
+    ...['--from', parent, '--data', scans, '--classes', 'background,LV', ...out],
+  )
+  t.equal(data.code, 2)
+  t.match(
+    data.err,
+    /\nmaco finetune: stage 'scribble values' failed on scan0: the scribble holds the value 2: neither a class \(0\.\.1\) nor unlabelled \(4\)\n$/,
+  )
+  t.notMatch(data.err, /\n\s+at /, 'no stack trace')
+  const help = await maco('finetune', '--help')
+  t.equal(help.code, 0)
+  for (const option of [
+    '--from',
+    '--out',
+    '--data',
+    '--val',
+    '--pipeline',
+    '--recipe',
+    '--epochs',
+    '--freeze',
+    '--classes',
+    '--run',
+    '--resume',
+    '--json',
+  ])
+    t.match(help.out, option)
+})
+
+t.test('fine-tuning writes a new model whose card names its parent, data and Dice', async (t) => {
+  const dir = t.testdir()
+  const { parent, scans } = await setup(dir)
+  const out = join(dir, 'models', 'tiny-lge.onnx')
+  const r = await maco(
+    'finetune',
+    '--from',
+    parent,
+    '--data',
+    scans,
+    ...FAST,
+    '--run',
+    join(dir, 'run'),
+    '-o',
+    out,
+    '--json',
+  )
+  t.equal(r.code, 0, r.err)
+  t.match(r.err, /note: batch norm re-estimated from the folded ONNX weights on 6 training slices/)
+  const summary = JSON.parse(r.out) as Record<string, unknown>
+  t.match(summary, {
+    onnx: out,
+    card: join(dir, 'models', 'tiny-lge.json'),
+    name: 'tiny-lge',
+    parent: 'tiny',
+    epochs: 1,
+    steps: 3,
+    freeze: 'none',
+    validation: { RV: Number, MYO: Number, LV: Number },
+    parentValidation: { RV: Number, MYO: Number, LV: Number },
+  })
+  const c = await card(join(dir, 'models', 'tiny-lge.json'))
+  const bytes = new Uint8Array(await readFile(out))
+  t.equal(c.name, 'tiny-lge')
+  t.equal(c.parent, 'tiny', 'lineage')
+  t.equal(c.onnx.sha256, await sha256Hex(bytes))
+  t.match(c.training, {
+    recipe: /^finetune of tiny \(scans in .*scans\), 1 epochs, 3 steps$/,
+    data: /scans \(2 volumes with scribbles\), validated on .*scans \(1 volume with labels\)/,
+  })
+  t.same(Object.keys(c.validation?.dice ?? {}), ['RV', 'MYO', 'LV'])
+  t.same(c.input, { spacing: [6, 6], size: [32, 32] })
+  t.not(
+    c.onnx.sha256,
+    (await card(join(dir, 'models', 'tiny.json'))).onnx.sha256,
+    'the model changed',
+  )
+  const spec = onnxUNetSpec(bytes)
+  t.ok(E.isRight(spec) && spec.right.options.base === 4 && spec.right.options.classes === 4)
+
+  // The run folder is a parent too; its fine-tune keeps the encoder.
+  const again = await maco(
+    'finetune',
+    '--from',
+    join(dir, 'run'),
+    '--data',
+    scans,
+    ...FAST,
+    '--freeze',
+    'encoder',
+    '--run',
+    join(dir, 'run2'),
+    '-o',
+    join(dir, 'again.onnx'),
+  )
+  t.equal(again.code, 0, again.err)
+  t.match(
+    again.out,
+    /again\.onnx\n.*again\.json\nparent run: val Dice \d\.\d{3} \(RV .*\)\nagain: val Dice \d\.\d{3} \(RV /,
+  )
+  t.match((await card(join(dir, 'again.json'))).training.recipe, /^finetune of run, encoder frozen/)
+  t.equal((await card(join(dir, 'again.json'))).parent, 'run')
+
+  const twice = await maco(
+    'finetune',
+    '--from',
+    parent,
+    '--data',
+    scans,
+    ...FAST,
+    '--run',
+    join(dir, 'run'),
+    '-o',
+    out,
+  )
+  t.equal(twice.code, 2)
+  t.match(twice.err, /run already holds a run: add --resume to continue it, or pick another --run/)
+})
+
+t.test('another class count: a new output layer, said on stderr; no labels, no Dice', async (t) => {
+  const dir = t.testdir()
+  const { parent, scans } = await setup(dir, 2)
+  const out = join(dir, 'lv.onnx')
+  const r = await maco(
+    'finetune',
+    '--from',
+    parent,
+    '--data',
+    scans,
+    '--label',
+    '{case}_none.nii.gz',
+    '--classes',
+    'background,LV',
+    '--unlabelled',
+    '2',
+    ...FAST,
+    '--run',
+    join(dir, 'run'),
+    '-o',
+    out,
+  )
+  t.equal(r.code, 0, r.err)
+  t.match(
+    r.err,
+    /note: new output layer: the parent has 4 classes \(background, RV, MYO, LV\), the data 2 \(background, LV\)/,
+  )
+  const c = await card(join(dir, 'lv.json'))
+  t.same(c.classes, [
+    { name: 'background', value: 0 },
+    { name: 'LV', value: 1 },
+  ])
+  t.equal(c.validation, undefined)
+  t.equal(c.parent, 'tiny')
+  const spec = onnxUNetSpec(new Uint8Array(await readFile(out)))
+  t.ok(E.isRight(spec) && spec.right.options.classes === 2)
+  t.equal(r.out, `${out}\n${join(dir, 'lv.json')}\n`)
+})

@@ -152,7 +152,7 @@ const cpl: Prepare = async (args, io) => {
         ? E.right(phantomScribbles(size, 10))
         : scribbleSlices(source, ACDC_VOLUMES, size)
     if (E.isLeft(slices)) throw inputError(slices.left)
-    io.err(`bench cpl: ${slices.right.length} slices (${source}), ${size} px, ${rounds} rounds\n`)
+    io.err(`bench cpl: ${slices.right.length} slices (${source}), ${size} px, ${rounds} round(s)\n`)
     const result = cplBench(slices.right, { size, source, rounds })
     return { json: result, rows: cplRows(result) }
   }

@@ -97,7 +97,6 @@ t.test(
 
 t.test('bad usage: exit 2 with the reason', async (t) => {
   for (const [args, reason] of [
-    [['bench'], /expected a benchmark \(train\)/],
     [['bench', 'nope'], /expected a benchmark/],
     [['bench', 'train', '--size', '100'], /--size must be a multiple of 16/],
     [['bench', 'train', '--workers', '3'], /--workers must be a valid number/],

@@ -28,6 +28,7 @@ import {
   finetune,
   finetuneConfig,
   finetunedModel,
+  fitBatch,
   layoutCases,
   loadParent,
   prepareData,
@@ -38,7 +39,7 @@ import {
   type Parent,
   type PreparedData,
 } from '../train/finetune.ts'
-import { decodeTrainConfig, networkSpec, type TrainConfig } from '../train/recipe.ts'
+import { networkSpec, type TrainConfig } from '../train/recipe.ts'
 import { inProcess } from '../train/step.ts'
 import { CHECKPOINTS, stepsPerEpoch } from '../train/trainer.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
@@ -262,25 +263,20 @@ export const finetuneCommand: Command = {
     })()
     if (E.isLeft(data)) throw inputError(data.left)
     bar?.done()
-    // Fewer slices than a batch: one smaller batch an epoch rather than no step at all.
-    const config =
-      data.right.train.length < plan.config.batch
-        ? decodeTrainConfig({ ...plan.config, batch: Math.max(1, data.right.train.length) })
-        : E.right(plan.config)
-    if (E.isLeft(config)) throw usageError(config.left)
+    const config = fitBatch(plan.config, data.right.train.length)
     io.err(
       `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}\n`,
     )
-    const spec = networkSpec(config.right)
+    const spec = networkSpec(config)
     const passes = workers > 1 ? await workerPasses(spec, engine.name, workers) : inProcess(spec)
     const steps = progress({
       label: 'fine-tune',
-      total: stepsPerEpoch(data.right.train.length, config.right.batch) * config.right.epochs,
+      total: stepsPerEpoch(data.right.train.length, config.batch) * config.epochs,
       io,
     })
     const inputs = {
       parent: parent.right,
-      config: config.right,
+      config: config,
       ...data.right,
       runDir,
       freeze,

@@ -49,22 +49,39 @@ export interface AppOptions {
   readonly log?: (line: string) => void
   /** Slices per session run. */
   readonly batch?: number
+  /** More routes (in Node: fine-tune jobs, the web page), added before the fallbacks. */
+  readonly extend?: (app: Hono<Env>, helpers: RouteHelpers) => void
 }
 
-interface Failure {
+/** What the app lends the routes of `extend`: its limits, its refusals and its input checks. */
+export interface RouteHelpers {
+  readonly limits: Limits
+  /** The JSON error response (and the log line's reason). */
+  readonly failure: (c: Context<Env>, f: Failure) => Response
+  /** The model the `:name` parameter names, or a 404 naming the models there are. */
+  readonly model: (c: Context<Env>) => E.Either<Failure, Model>
+  /** The body within `limits.maxBytes` (413 beyond). */
+  readonly body: (c: Context<Env>) => TE.TaskEither<Failure, Uint8Array>
+  /** A NIfTI-1 volume within the limits, checked as segment checks it (400, 413, 415). */
+  readonly volume: (bytes: Uint8Array) => E.Either<Failure, Volume>
+}
+
+export interface Failure {
   readonly status: ContentfulStatusCode
   readonly message: string
 }
 
-const fail = (status: ContentfulStatusCode, message: string): Failure => ({ status, message })
+export const fail = (status: ContentfulStatusCode, message: string): Failure => ({
+  status,
+  message,
+})
 
-type Env = {
+export type Env = {
   Variables: { requestId: string; failure?: string; model?: string; bodyRead?: boolean }
 }
 
-type Input =
-  | { readonly kind: 'nifti'; readonly volume: Volume; readonly gzipped: boolean }
-  | { readonly kind: 'png'; readonly image: PngImage }
+type NiftiInput = { readonly kind: 'nifti'; readonly volume: Volume; readonly gzipped: boolean }
+type Input = NiftiInput | { readonly kind: 'png'; readonly image: PngImage }
 
 const bytesInWords = (n: number): string =>
   n >= 2 ** 20
@@ -114,7 +131,7 @@ const tooManyVoxels = (voxels: number, dims: readonly number[], limits: Limits):
     `the image has ${voxels.toExponential(2)} voxels (dims ${dims.join('x')}), over the limit of ${limits.maxVoxels}`,
   )
 
-const niftiInput = (body: Uint8Array, limits: Limits): E.Either<Failure, Input> =>
+const niftiInput = (body: Uint8Array, limits: Limits): E.Either<Failure, NiftiInput> =>
   pipe(
     // Read the header with no limits of its own: an oversized volume is a 413, not a 400.
     peekNiftiHeader(body, { maxVoxels: Infinity, maxBytes: Infinity }),
@@ -138,7 +155,7 @@ const niftiInput = (body: Uint8Array, limits: Limits): E.Either<Failure, Input> 
         }),
         E.bimap(
           (why) => fail(400, why),
-          (volume): Input => ({ kind: 'nifti', volume, gzipped: h.gzipped }),
+          (volume): NiftiInput => ({ kind: 'nifti', volume, gzipped: h.gzipped }),
         ),
       ),
     ),
@@ -360,6 +377,36 @@ export const createApp = (options: AppOptions) => {
       'content-disposition': `attachment; filename="${name}"`,
     })
   })
+
+  const body = (c: Context<Env>) =>
+    pipe(
+      readBody(c.req.raw, limits.maxBytes),
+      TE.chainFirstIOK(() => () => c.set('bodyRead', true)),
+    )
+  const volume = (bytes: Uint8Array): E.Either<Failure, Volume> => {
+    const kind = sniff(bytes)
+    if (kind !== 'gzip' && kind !== 'nifti')
+      return E.left(
+        fail(415, 'expected a NIfTI-1 volume (.nii or .nii.gz), told by its first bytes'),
+      )
+    return pipe(
+      niftiInput(bytes, limits),
+      E.map((input) => input.volume),
+    )
+  }
+  options.extend?.(app, { limits, failure, model: modelOr404, body, volume })
+  // Where nothing adds the trainer (Workers), fine-tuning is refused in one line.
+  const noTrainer = (c: Context<Env>) =>
+    failure(
+      c,
+      fail(
+        501,
+        'fine-tuning runs only on the Node server (maco serve): this deployment has no trainer',
+      ),
+    )
+  app.all('/v1/models/:name/finetune', noTrainer)
+  app.all('/v1/jobs', noTrainer)
+  app.all('/v1/jobs/*', noTrainer)
 
   app.notFound((c) => failure(c, fail(404, `no route ${c.req.method} ${c.req.path}`)))
   app.onError((e, c) => failure(c, fail(500, `internal error: ${messageOf(e)}`)))

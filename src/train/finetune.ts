@@ -629,11 +629,16 @@ const startCheckpoint = (
   }
 }
 
+/** Fewer slices than a batch: one smaller batch an epoch rather than no step at all. */
+export const fitBatch = (config: TrainConfig, slices: number): TrainConfig =>
+  slices >= config.batch ? config : { ...config, batch: Math.max(1, slices) }
+
 const runFinetune = async (
   inputs: FinetuneInputs,
   resume: boolean,
 ): Promise<E.Either<string, Finetuned>> => {
-  const { parent, config, runDir } = inputs
+  const { parent, runDir } = inputs
+  const config = fitBatch(inputs.config, inputs.train.length)
   const spec = networkSpec(config)
   const notes: string[] = []
   const scored = inputs.val.length > 0

@@ -1,0 +1,526 @@
+/**
+ * Fine-tune jobs over real HTTP: queueing, progress as server-sent events, registration of
+ * the new model (listed, and used by segment), failures, what a restart finds, and every bad
+ * request refused with a 4xx and its reason. A gated stand-in runner makes the queue's
+ * states observable; one job runs the real fine-tune on a worker thread.
+ */
+import * as E from 'fp-ts/lib/Either.js'
+import { cp, mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { createApp } from '../../src/serve/app.ts'
+import {
+  growingRegistry,
+  openJobs,
+  workerRunner,
+  type Job,
+  type JobRunner,
+  type JobWork,
+} from '../../src/serve/jobs.ts'
+import { parseModelCard } from '../../src/serve/model-card.ts'
+import { loadRegistry } from '../../src/serve/models.ts'
+import { directoryStore, listen } from '../../src/serve/node.ts'
+import { createSession } from '../../src/serve/runtime.ts'
+import { encodeNifti } from '../../src/volume/nifti.ts'
+import { withData } from '../../src/volume/volume.ts'
+import { smallPhantom } from '../helpers/scans.ts'
+import { tinyModelDir } from '../helpers/serve-fixtures.ts'
+
+const sessions = (b: Uint8Array) => createSession(b, { runtime: 'web', threads: 1 })
+
+/** A models folder with `tiny` (UNet base 4, 32 px at 6 mm) and a server with jobs over it. */
+const serve = async (
+  t: Test,
+  o: {
+    runner?: JobRunner
+    jobsDir?: string
+    root?: string
+    limits?: object
+    apiKey?: string
+  } = {},
+) => {
+  const root = o.root ?? t.testdir()
+  const modelsDir = join(root, 'models')
+  if (o.root === undefined) {
+    await mkdir(modelsDir)
+    await tinyModelDir(modelsDir, { input: { spacing: [6, 6], size: [32, 32] } })
+  }
+  const loaded = await loadRegistry(directoryStore(modelsDir), sessions)()
+  if (E.isLeft(loaded)) throw new Error(loaded.left)
+  const models = growingRegistry(loaded.right)
+  const lines: string[] = []
+  const jobs = await openJobs({
+    registry: models,
+    modelsDir,
+    jobsDir: o.jobsDir ?? join(modelsDir, '.jobs'),
+    createSession: sessions,
+    runner: o.runner ?? workerRunner('wasm'),
+    limits: o.limits,
+    log: (l) => lines.push(l),
+  })
+  const app = createApp({
+    models,
+    extend: jobs.routes,
+    log: () => {},
+    ...(o.apiKey ? { apiKey: o.apiKey } : {}),
+  })
+  const server = await listen(app, { port: 0 })
+  t.teardown(async () => {
+    await jobs.idle()
+    await server.close()
+    await models.release()
+  })
+  return { server, jobs, app, modelsDir, root, lines }
+}
+
+/** Phantom `seed` as NIfTI bytes: image and scribble (values changed by `scribble` if given). */
+const volume = (seed: number, scribble?: (v: number) => number) => {
+  const c = smallPhantom(seed)
+  return {
+    image: encodeNifti(c.image, { gzip: true }),
+    scribble: encodeNifti(
+      scribble ? withData(c.scribble, c.scribble.data.map(scribble)) : c.scribble,
+    ),
+  }
+}
+
+const multipart = (
+  volumes: readonly { image: Uint8Array; scribble: Uint8Array }[],
+  fields: Record<string, string> = {},
+) => {
+  const form = new FormData()
+  volumes.forEach((v, i) => {
+    form.append('image', new Blob([v.image as Uint8Array<ArrayBuffer>]), `scan${i}.nii.gz`)
+    form.append(
+      'scribble',
+      new Blob([v.scribble as Uint8Array<ArrayBuffer>]),
+      `scan${i}_scribble.nii`,
+    )
+  })
+  for (const [k, v] of Object.entries(fields)) form.append(k, v)
+  return form
+}
+
+const base64 = (b: Uint8Array) => Buffer.from(b).toString('base64')
+
+const post = (url: string, body: FormData | object, headers: Record<string, string> = {}) =>
+  fetch(`${url}/v1/models/tiny/finetune`, {
+    method: 'POST',
+    body: body instanceof FormData ? body : JSON.stringify(body),
+    headers:
+      body instanceof FormData ? headers : { 'content-type': 'application/json', ...headers },
+  })
+
+const job = async (url: string, id: string) =>
+  (await (await fetch(`${url}/v1/jobs/${id}`)).json()) as Job
+
+/** The server-sent events of a job until it ends: [event, job] pairs. */
+const events = async (url: string, id: string) => {
+  const response = await fetch(`${url}/v1/jobs/${id}/events`)
+  const text = await response.text()
+  return text
+    .split('\n\n')
+    .filter((block) => block.trim() !== '')
+    .map((block) => {
+      const field = (name: string) =>
+        block
+          .split('\n')
+          .find((l) => l.startsWith(`${name}: `))
+          ?.slice(name.length + 2) ?? ''
+      return [field('event'), JSON.parse(field('data')) as Job] as const
+    })
+}
+
+const until = async (f: () => boolean | Promise<boolean>, what: string) => {
+  for (let i = 0; i < 500; i++) {
+    if (await f()) return
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  throw new Error(`timed out waiting for ${what}`)
+}
+
+/** A runner that reports a step, then waits to be told to finish (with the parent's bytes) or fail. */
+const gated = () => {
+  const gates = new Map<string, (why?: string) => void>()
+  const runner: JobRunner = (work: JobWork, report) =>
+    new Promise((resolve, reject) => {
+      report({ stage: 'training', steps: 4, step: 1, epoch: 0 })
+      gates.set(work.id, (why) => {
+        if (why !== undefined) return reject(new Error(why))
+        void readFile(work.parent.onnx).then((onnx) =>
+          resolve({
+            onnx: new Uint8Array(onnx),
+            card: { ...work.parent.card, name: work.name, parent: work.parent.card.name },
+          }),
+        )
+      })
+    })
+  const release = async (id: string, why?: string) => {
+    await until(() => gates.has(id), `job ${id} to start`)
+    gates.get(id)?.(why)
+  }
+  return { runner, release }
+}
+
+t.test('queued, running, done: the new model is listed and segments', async (t) => {
+  const gate = gated()
+  const { server, modelsDir } = await serve(t, { runner: gate.runner })
+  const v = volume(10)
+  const a = await post(server.url, {
+    volumes: [{ image: base64(v.image), scribble: base64(v.scribble) }],
+    epochs: 3,
+    name: 'tiny-lge',
+  })
+  t.equal(a.status, 202)
+  const first = (await a.json()) as Job & { job: string }
+  t.equal(a.headers.get('location'), `/v1/jobs/${first.job}`)
+  t.match(first, {
+    model: 'tiny',
+    name: 'tiny-lge',
+    state: 'queued',
+    volumes: 1,
+    options: { epochs: 3, freeze: 'none' },
+  })
+  const b = await post(
+    server.url,
+    multipart([volume(11), volume(12)], { epochs: '2', freeze: 'encoder' }),
+  )
+  t.equal(b.status, 202)
+  const second = (await b.json()) as Job
+  t.match(second.name, /^tiny-ft-[0-9a-f]{12}$/)
+  t.match(second.options, { epochs: 2, freeze: 'encoder' })
+
+  await until(
+    async () => (await job(server.url, first.id)).state === 'running',
+    'the first job to run',
+  )
+  t.match(await job(server.url, first.id), {
+    state: 'running',
+    progress: { stage: 'training', step: 1, steps: 4 },
+  })
+  t.equal((await job(server.url, second.id)).state, 'queued', 'one job at a time')
+  const list = (await (await fetch(`${server.url}/v1/jobs`)).json()) as { jobs: Job[] }
+  t.same(
+    list.jobs.map((j) => j.id),
+    [second.id, first.id],
+    'newest first',
+  )
+
+  // A client that leaves the event stream does not stop the job.
+  const aborted = new AbortController()
+  const stream = await fetch(`${server.url}/v1/jobs/${first.id}/events`, { signal: aborted.signal })
+  t.equal(stream.headers.get('content-type'), 'text/event-stream')
+  const reader = stream.body!.getReader()
+  t.match(
+    new TextDecoder().decode((await reader.read()).value),
+    /^event: progress\ndata: \{.*"state":"running".*\nid: 0\n/,
+  )
+  aborted.abort()
+  await gate.release(first.id)
+  const seen = await events(server.url, first.id)
+  t.equal(seen.at(-1)?.[0], 'done')
+  t.match(seen.at(-1)?.[1], { state: 'done', progress: { stage: 'finished' }, error: null })
+
+  const models = (await (await fetch(`${server.url}/v1/models`)).json()) as {
+    models: { name: string; parent?: string }[]
+  }
+  t.same(
+    models.models.map((m) => [m.name, m.parent]),
+    [
+      ['tiny', undefined],
+      ['tiny-lge', 'tiny'],
+    ],
+  )
+  t.ok((await readdir(modelsDir)).includes('tiny-lge.json'), 'the card is in the models folder')
+  const segmented = await fetch(`${server.url}/v1/models/tiny-lge/segment`, {
+    method: 'POST',
+    body: v.image as Uint8Array<ArrayBuffer>,
+    headers: { accept: 'application/json' },
+  })
+  t.equal(segmented.status, 200)
+  t.match(await segmented.json(), { model: 'tiny-lge', shape: [40, 40, 3] })
+
+  await until(async () => (await job(server.url, second.id)).state === 'running', 'the second job')
+  await gate.release(second.id, 'the trainer ran out of memory')
+  await until(async () => (await job(server.url, second.id)).state === 'failed', 'the failure')
+  t.match(await job(server.url, second.id), {
+    error: 'the trainer ran out of memory',
+    finishedAt: String,
+  })
+  t.equal((await readdir(join(modelsDir, '.jobs'))).filter((f) => f.endsWith('.json')).length, 2)
+})
+
+t.test('a real fine-tune on a worker thread; bad scribble values fail the job', async (t) => {
+  const { server, lines } = await serve(t)
+  const r = await post(
+    server.url,
+    multipart([volume(10), volume(11)], { epochs: '1', name: 'tiny-real' }),
+  )
+  t.equal(r.status, 202)
+  const { id } = (await r.json()) as Job
+  const seen = await events(server.url, id)
+  const last = seen.at(-1)!
+  t.equal(last[0], 'done', JSON.stringify(last[1].error))
+  t.ok(
+    seen.some(
+      ([e, j]) => e === 'progress' && j.progress.stage === 'training' && j.progress.step > 0,
+    ),
+    'training steps streamed',
+  )
+  t.match(last[1].progress, { epoch: 1, epochs: 1, steps: 1 })
+  const card = (await (await fetch(`${server.url}/v1/models/tiny-real`)).json()) as object
+  t.ok(E.isRight(parseModelCard(JSON.stringify(card))))
+  t.match(card, {
+    name: 'tiny-real',
+    parent: 'tiny',
+    training: { recipe: /^finetune of tiny \(job [0-9a-f]{12}\), 1 epochs, 1 steps$/ },
+  })
+  const segmented = await fetch(`${server.url}/v1/models/tiny-real/segment`, {
+    method: 'POST',
+    body: volume(12).image as Uint8Array<ArrayBuffer>,
+  })
+  t.equal(segmented.status, 200)
+
+  const bad = await post(
+    server.url,
+    multipart([volume(10, (v) => (v === 2 ? 9 : v))], { epochs: '1' }),
+  )
+  t.equal(bad.status, 202, 'the request is well formed; its scribble values are checked by the job')
+  const failed = (await events(server.url, ((await bad.json()) as Job).id)).at(-1)!
+  t.equal(failed[0], 'failed')
+  t.equal(
+    failed[1].error,
+    "stage 'scribble values' failed on volume1: the scribble holds the value 9: neither a class (0..3) nor unlabelled (4)",
+  )
+  t.match(lines.join('\n'), /"state":"failed"/)
+})
+
+t.test(
+  'a restart marks running jobs failed, never half-registered, and runs the queued',
+  async (t) => {
+    const first = gated()
+    const before = await serve(t, { runner: first.runner })
+    const { modelsDir, root } = before
+    const submitted: Job[] = []
+    for (const name of ['cut-short', 'written', 'waiting']) {
+      const r = await post(before.server.url, multipart([volume(10)], { name }))
+      submitted.push((await r.json()) as Job)
+    }
+    await until(
+      async () => (await job(before.server.url, submitted[0].id)).state === 'running',
+      'a job to run',
+    )
+    // The server stops here, as its jobs folder says: the first job running, the others
+    // queued. Say the second had run too, and its model was all written (ONNX and card)
+    // before its state could say done; the first had written only part of its ONNX file.
+    const after = join(root, 'after')
+    await cp(join(modelsDir, '.jobs'), after, { recursive: true })
+    await writeFile(
+      join(after, `${submitted[1].id}.json`),
+      JSON.stringify({ ...submitted[1], state: 'running' }),
+    )
+    const tinyCard = JSON.parse(await readFile(join(modelsDir, 'tiny.json'), 'utf8')) as object
+    await writeFile(join(modelsDir, 'written.onnx'), await readFile(join(modelsDir, 'tiny.onnx')))
+    await writeFile(
+      join(modelsDir, 'written.json'),
+      JSON.stringify({ ...tinyCard, name: 'written', parent: 'tiny' }),
+    )
+    await writeFile(join(modelsDir, 'cut-short.onnx'), 'half a model')
+    for (const j of submitted) await first.release(j.id, 'stopped')
+    await before.jobs.idle()
+
+    const second = gated()
+    const restarted = await serve(t, { runner: second.runner, root, jobsDir: after })
+    const states = () =>
+      Promise.all(submitted.map(async (j) => (await job(restarted.server.url, j.id)).state))
+    t.same((await states()).slice(0, 2), ['failed', 'done'])
+    await until(async () => (await states())[2] === 'running', 'the queued job to run again')
+    t.equal(
+      (await job(restarted.server.url, submitted[0].id)).error,
+      'the server stopped while the job ran; send it again',
+    )
+    t.notOk((await readdir(modelsDir)).includes('cut-short.onnx'), 'no orphan ONNX file is left')
+    await second.release(submitted[2].id)
+    await until(async () => (await states())[2] === 'done', 'the queued job')
+    const listed = (await (await fetch(`${restarted.server.url}/v1/models`)).json()) as {
+      models: { name: string }[]
+    }
+    t.same(listed.models.map((m) => m.name).sort(), ['tiny', 'waiting', 'written'])
+  },
+)
+
+t.test('every bad request is a 4xx with a reason', async (t) => {
+  const gate = gated()
+  const { server } = await serve(t, {
+    runner: gate.runner,
+    limits: { maxPending: 1, maxEpochs: 50 },
+  })
+  const v = volume(10)
+  const json = (o: object) => post(server.url, o)
+  const ok = { volumes: [{ image: base64(v.image), scribble: base64(v.scribble) }] }
+  const other = smallPhantom(11)
+  const wide = encodeNifti(withData({ ...other.scribble, dims: [20, 80, 3] }, other.scribble.data))
+  const cases: [string, Promise<Response>, number, RegExp][] = [
+    [
+      'unknown model',
+      fetch(`${server.url}/v1/models/nope/finetune`, { method: 'POST' }),
+      404,
+      /^unknown model 'nope' \(available: tiny\)$/,
+    ],
+    [
+      'plain text',
+      fetch(`${server.url}/v1/models/tiny/finetune`, { method: 'POST', body: 'hi' }),
+      415,
+      /multipart\/form-data or as application\/json/,
+    ],
+    [
+      'not JSON',
+      fetch(`${server.url}/v1/models/tiny/finetune`, {
+        method: 'POST',
+        body: '{',
+        headers: { 'content-type': 'application/json' },
+      }),
+      400,
+      /^the body is not JSON/,
+    ],
+    ['no volumes', json({}), 400, /^bad request: volumes/],
+    [
+      'empty volumes',
+      json({ volumes: [] }),
+      400,
+      /^no volumes: send at least one image with its scribble$/,
+    ],
+    ['unknown option', json({ ...ok, epoch: 3 }), 400, /^bad request: unknown option 'epoch'/],
+    [
+      'bad base64',
+      json({ volumes: [{ image: '%%%', scribble: 'AAAA' }] }),
+      400,
+      /^volumes\.0\.image is not base64$/,
+    ],
+    [
+      'not NIfTI',
+      json({
+        volumes: [
+          { image: base64(new TextEncoder().encode('hello world!')), scribble: base64(v.scribble) },
+        ],
+      }),
+      415,
+      /^volume 1 image: expected a NIfTI-1 volume/,
+    ],
+    [
+      'truncated',
+      json({
+        volumes: [{ image: base64(v.image), scribble: base64(v.scribble.subarray(0, 600)) }],
+      }),
+      400,
+      /^volume 1 scribble: /,
+    ],
+    [
+      'dims differ',
+      json({ volumes: [{ image: base64(v.image), scribble: base64(wide) }] }),
+      400,
+      /^volume 1 scribble: dims 20x80x3 differ from the image's 40x40x3$/,
+    ],
+    [
+      'unpaired',
+      post(
+        server.url,
+        (() => {
+          const f = multipart([v])
+          f.append('image', new Blob([v.image as Uint8Array<ArrayBuffer>]))
+          return f
+        })(),
+      ),
+      400,
+      /^2 image file\(s\) but 1 scribble file\(s\): send them in pairs$/,
+    ],
+    [
+      'text for a file',
+      post(
+        server.url,
+        (() => {
+          const f = new FormData()
+          f.append('image', 'abc')
+          return f
+        })(),
+      ),
+      400,
+      /^the 'image' field must be a file$/,
+    ],
+    [
+      'epochs 0',
+      json({ ...ok, epochs: 0 }),
+      400,
+      /^epochs must be a whole number from 1 to 50, got 0$/,
+    ],
+    [
+      'epochs text',
+      post(server.url, multipart([v], { epochs: 'many' })),
+      400,
+      /^bad request: epochs/,
+    ],
+    [
+      'freeze',
+      json({ ...ok, freeze: 'decoder' }),
+      400,
+      /^bad request: freeze must be one of "encoder", "none"/,
+    ],
+    ['lr', json({ ...ok, lr: -1 }), 400, /^lr must be in \(0, 1\], got -1$/],
+    ['classes', json({ ...ok, classes: ['background'] }), 400, /^classes: at least 2 are needed/],
+    [
+      'unlabelled',
+      json({ ...ok, unlabelled: 2 }),
+      400,
+      /^unlabelled must be a whole number from 4 to 255, got 2$/,
+    ],
+    ['bad name', json({ ...ok, name: '../evil' }), 400, /^name '\.\.\/evil' is not a model name/],
+    [
+      'taken name',
+      json({ ...ok, name: 'tiny' }),
+      409,
+      /^a model named 'tiny' exists or is being made$/,
+    ],
+    ['unknown job', fetch(`${server.url}/v1/jobs/0123456789ab`), 404, /^no job '0123456789ab'$/],
+    ['odd job id', fetch(`${server.url}/v1/jobs/..%2Fx/events`), 404, /^no job/],
+  ]
+  for (const [what, response, status, reason] of cases) {
+    const r = await response
+    t.equal(r.status, status, what)
+    t.match(((await r.json()) as { error: string }).error, reason, what)
+  }
+  const accepted = await json(ok)
+  t.equal(accepted.status, 202)
+  const full = await json(ok)
+  t.equal(full.status, 429)
+  t.match(
+    ((await full.json()) as { error: string }).error,
+    /^1 jobs are queued or running, the limit: try again later$/,
+  )
+  await gate.release(((await accepted.json()) as Job).id)
+
+  // Size limits and the API key as for segment; Workers (no trainer) answer 501.
+  const small = await serve(t, { runner: gate.runner, apiKey: 'k' })
+  const noKey = await post(small.server.url, ok)
+  t.equal(noKey.status, 401)
+  const limited = createApp({
+    models: { cards: [], find: () => undefined, release: async () => {} },
+    log: () => {},
+  })
+  const worker = await limited.request('/v1/models/tiny/finetune', { method: 'POST' })
+  t.equal(worker.status, 501)
+  t.match(
+    ((await worker.json()) as { error: string }).error,
+    /^fine-tuning runs only on the Node server \(maco serve\)/,
+  )
+  t.equal((await limited.request('/v1/jobs/abc')).status, 501)
+  const tooBig = await small.app.request('/v1/models/tiny/finetune', {
+    method: 'POST',
+    body: JSON.stringify(ok),
+    headers: {
+      'content-type': 'application/json',
+      'x-api-key': 'k',
+      'content-length': String(10 ** 9),
+    },
+  })
+  t.equal(tooBig.status, 413)
+})

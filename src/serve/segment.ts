@@ -16,7 +16,12 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { ModelCard } from './model-card.ts'
 import type { PngImage } from './png.ts'
 import type { Session } from './runtime.ts'
-import { fromNetworkGrid, preprocessPlan, preprocessVolume } from '../volume/preprocess.ts'
+import {
+  backgroundOutside,
+  fromNetworkGrid,
+  preprocessPlan,
+  preprocessVolume,
+} from '../volume/preprocess.ts'
 import { sliceCount } from '../volume/slice.ts'
 import { spatialDims, volumeOf, withData, type Vec3, type Volume } from '../volume/volume.ts'
 
@@ -87,6 +92,7 @@ export const segmentVolume = async (
   const target = { spacing: card.input.spacing, size: card.input.size }
   const toNative = fromNetworkGrid(
     preprocessPlan({ dims: [nx, ny], spacing: volume.geometry.spacing }, target),
+    backgroundOutside(card.classes.length),
   )
   const network = preprocessVolume(volume, { ...target, kind: 'image' })
   const [w, h] = card.input.size

@@ -39,7 +39,7 @@ import { initialWeights, predictLogits, toParams, type Params } from '../model/t
 import type { UNetSpec } from '../model/unet.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
 import { seeded } from '../util/rng.ts'
-import { fromNetworkGrid } from '../volume/preprocess.ts'
+import { backgroundOutside, fromNetworkGrid } from '../volume/preprocess.ts'
 import { readCheckpoint, restoreState, saveState, writeCheckpoint } from './checkpoint.ts'
 import { trainingPlot, type PlotHistory } from './plot.ts'
 import { TrainConfig, networkSpec } from './recipe.ts'
@@ -224,7 +224,7 @@ export const validate = async (
   for (const v of volumes) {
     const [nx, ny, nz] = v.dims
     const [w, h] = v.plan.network.size
-    const toNative = fromNetworkGrid(v.plan)
+    const toNative = fromNetworkGrid(v.plan, backgroundOutside(classes))
     const pred = new Uint8Array(nx * ny * nz)
     for (let k = 0; k < nz; k += batch) {
       const n = Math.min(batch, nz - k)

@@ -12,8 +12,9 @@
  * centred one (the two-step crop/pad must shift half a pixel). Network pixels whose centre is
  * outside the native FOV get the fill value (0 for images; give scribbles their
  * "unlabelled" value). `fromNetworkGrid` inverts the same maps: native pixel `i` reads the
- * network grid at `(i - origin) / step`, bilinearly, repeating the network's border where the
- * crop cut the native FOV.
+ * network grid at `(i - origin) / step`, bilinearly. Where the crop cut the native FOV the
+ * network saw nothing: give `outside` (e.g. one-hot background `[1, 0, 0, 0]` for class
+ * probabilities) so those pixels are background, not a smear of the network's border.
  *
  * @example
  * const plan = preprocessPlan({ dims: v.dims, spacing: v.geometry.spacing }, { spacing: [1.37, 1.37], size: [256, 256] })
@@ -94,11 +95,19 @@ const inverseAxis = (a: AxisMap): AxisMap => ({
  * Planes on the network grid (C x h x w, or N x C x h x w: any stack of w x h planes) to the
  * same stack on the native grid (nx x ny planes, x fastest), bilinearly; applied to class
  * probabilities, an argmax over C afterwards gives the native-resolution mask.
+ *
+ * Native pixels outside the network's FOV get `outside[p % outside.length]` for plane `p`
+ * (per class: the background's 1, the others' 0); without `outside` they repeat the border.
  */
 export const fromNetworkGrid = (
   plan: InPlaneTransform,
+  outside?: readonly number[],
 ): ((planes: Float32Array) => Float32Array) => {
-  const sample = planeSampler(inverseAxis(plan.x), inverseAxis(plan.y), 'bilinear', 'edge')
+  const [x, y] = [inverseAxis(plan.x), inverseAxis(plan.y)]
+  const samplers =
+    outside === undefined
+      ? [planeSampler(x, y, 'bilinear', 'edge')]
+      : outside.map((fill) => planeSampler(x, y, 'bilinear', 'fill', fill))
   const inPlane = plan.x.size * plan.y.size
   const outPlane = plan.x.source * plan.y.source
   return (planes) => {
@@ -108,10 +117,15 @@ export const fromNetworkGrid = (
       )
     const count = planes.length / inPlane
     const out = new Float32Array(count * outPlane)
-    for (let p = 0; p < count; p++) sample(planes, p * inPlane, out, p * outPlane)
+    for (let p = 0; p < count; p++)
+      samplers[p % samplers.length](planes, p * inPlane, out, p * outPlane)
     return out
   }
 }
+
+/** One-hot background, the `outside` of `fromNetworkGrid` for class probabilities. */
+export const backgroundOutside = (classes: number): number[] =>
+  Array.from({ length: classes }, (_, c) => (c === 0 ? 1 : 0))
 
 /** The geometry of the network grid: voxel (u, v, k) maps to the world point of native (x(u), y(v), k). */
 const networkGeometry = (g: Geometry, plan: InPlaneTransform): Geometry => {

@@ -8,6 +8,7 @@ import {
   preprocessPlan,
   preprocessVolume,
   toNetworkGrid,
+  backgroundOutside,
 } from '../../src/volume/preprocess.ts'
 import { resampleSlice } from '../../src/volume/resample.ts'
 import { slicesOf, type Slice } from '../../src/volume/slice.ts'
@@ -351,3 +352,31 @@ t.test(
     }
   },
 )
+
+t.test('outside the network FOV, class probabilities map back to background', async (t) => {
+  // 100 native pixels at 1 mm, a 40 px network grid at 1 mm: native x 30..69 (and y) were seen
+  const plan = preprocessPlan(
+    { dims: [100, 100], spacing: [1, 1] },
+    { spacing: [1, 1], size: [40, 40] },
+  )
+  const planes = new Float32Array(2 * 40 * 40)
+  planes.fill(0.2, 0, 1600)
+  planes.fill(0.8, 1600)
+  const native = fromNetworkGrid(plan, backgroundOutside(2))(planes)
+  const at = (c: number, x: number, y: number) => native[c * 10000 + y * 100 + x]
+  t.same(
+    [at(0, 50, 50), at(1, 50, 50)].map((v) => +v.toFixed(6)),
+    [0.2, 0.8],
+    'seen: the network',
+  )
+  t.same([at(0, 5, 50), at(1, 5, 50)], [1, 0], 'cropped away in x: background')
+  t.same([at(0, 50, 95), at(1, 50, 95)], [1, 0], 'cropped away in y: background')
+  t.same([at(0, 29, 29), at(1, 29, 29)], [1, 0], 'just outside the corner')
+  t.same(
+    [at(0, 30, 30), at(1, 30, 30)].map((v) => +v.toFixed(6)),
+    [0.2, 0.8],
+    'just inside',
+  )
+  const edge = fromNetworkGrid(plan)(planes)
+  t.equal(+edge[5 * 100 + 5].toFixed(6), 0.2, 'without `outside` the border repeats')
+})

@@ -9,10 +9,13 @@
  */
 import * as E from 'fp-ts/lib/Either.js'
 import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { createApp, DEFAULT_SERVE_LIMITS } from '../serve/app.ts'
+import { growingRegistry, openJobs } from '../serve/jobs.ts'
 import { loadRegistry } from '../serve/models.ts'
 import { directoryStore, listen } from '../serve/node.ts'
 import { createSession } from '../serve/runtime.ts'
+import { webPage } from '../serve/web/page.ts'
 import {
   flag,
   inputError,
@@ -39,10 +42,13 @@ export const serveCommand: Command = {
     `  --max-voxels N        largest input in voxels (default ${DEFAULT_SERVE_LIMITS.maxVoxels})`,
     '  --runtime R           auto (default), web or node (onnxruntime-node / -web)',
     '  --threads N           inference threads per model (default 1)',
+    '  --jobs DIR            fine-tune job files and uploads (default MODELS/.jobs)',
     '  --json                print {url, models, runtime} on stdout once listening',
     '',
     'Routes: GET /healthz, GET /v1/models, GET /v1/models/NAME, GET /openapi.json,',
     'POST /v1/models/NAME/segment (body: .nii, .nii.gz or .png). See /openapi.json.',
+    'POST /v1/models/NAME/finetune (volumes with scribbles), GET /v1/jobs/ID[/events]: fine-tune',
+    'jobs, one at a time; the new model is added to DIR. GET /: the web page.',
   ].join('\n'),
   options: {
     port: { type: 'string' },
@@ -54,6 +60,7 @@ export const serveCommand: Command = {
     'max-voxels': { type: 'string' },
     runtime: { type: 'string' },
     threads: { type: 'string' },
+    jobs: { type: 'string' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
@@ -93,8 +100,21 @@ export const serveCommand: Command = {
     })
     const runtimeName = sessions[0]?.runtimeName ?? 'none'
     if (sessions[0]?.fallbackReason) io.err(`serve: ${sessions[0].fallbackReason}\n`)
+    const growing = growingRegistry(models)
+    const jobs = await openJobs({
+      registry: growing,
+      modelsDir: dir,
+      jobsDir: optionalString(args, 'jobs') ?? join(dir, '.jobs'),
+      createSession: (bytes) => createSession(bytes, { runtime, threads }),
+      log: (line) => io.err(`${line}\n`),
+    })
+    const web = await webPage()
     const app = createApp({
-      models,
+      models: growing,
+      extend: (app, helpers) => {
+        jobs.routes(app, helpers)
+        web(app)
+      },
       ...(apiKey ? { apiKey } : {}),
       ...(cors ? { cors: cors.length === 1 ? cors[0] : cors } : {}),
       limits: { maxBytes, maxVoxels },
@@ -117,6 +137,6 @@ export const serveCommand: Command = {
     })
     io.err(`serve: ${signal}, stopping\n`)
     await server.close()
-    await models.release()
+    await growing.release()
   },
 }

@@ -776,9 +776,11 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
     app.post('/v1/models/:name/finetune', async (c) => {
       const parent = helpers.model(c)
       if (E.isLeft(parent)) return helpers.failure(c, parent.left)
-      const type = (c.req.header('content-type') ?? '').toLowerCase()
-      const multipart = type.startsWith('multipart/form-data')
-      if (!multipart && !type.startsWith('application/json'))
+      // The boundary is case sensitive: only the media type is compared without case.
+      const type = c.req.header('content-type') ?? ''
+      const media = type.toLowerCase()
+      const multipart = media.startsWith('multipart/form-data')
+      if (!multipart && !media.startsWith('application/json'))
         return helpers.failure(
           c,
           fail(415, 'send the volumes as multipart/form-data or as application/json (base64)'),

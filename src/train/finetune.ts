@@ -30,7 +30,8 @@
  * the card; the parent's Dice on the same volumes (same classes only) is measured first.
  * Without labels (a user with scribbles only) the last epoch's weights are kept and the card
  * has no validation; the trainer still needs a validation set, so it scores a blank stand-in
- * whose score is never reported.
+ * whose score is never reported (left out of the log lines; the run folder's metrics.jsonl
+ * holds it, as the trainer writes every epoch's score there).
  *
  * @example
  * const parent = await loadParent('models/acdc.onnx')()                 // Right(Parent)
@@ -553,6 +554,12 @@ const unscoredStandIn = (config: TrainConfig): ValidationVolume => {
   }
 }
 
+/** The trainer's epoch line without the stand-in's score, which means nothing. */
+const withoutScore =
+  (log: (line: string) => void) =>
+  (line: string): void =>
+    log(line.replace(/, val Dice [^)]*\)/, '').replace(/, best so far$/, ''))
+
 export interface FinetuneInputs {
   readonly parent: Parent
   readonly config: TrainConfig
@@ -685,7 +692,7 @@ const runFinetune = async (
       resume: true,
       passes,
       ...(inputs.stopRequested ? { stopRequested: inputs.stopRequested } : {}),
-      ...(inputs.log ? { log: inputs.log } : {}),
+      ...(inputs.log ? { log: scored ? inputs.log : withoutScore(inputs.log) } : {}),
       ...(inputs.onStep ? { onStep: inputs.onStep } : {}),
       ...(inputs.onEpoch ? { onEpoch: inputs.onEpoch } : {}),
     })()

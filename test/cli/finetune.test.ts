@@ -143,6 +143,7 @@ t.test('fine-tuning writes a new model whose card names its parent, data and Dic
   )
   t.equal(r.code, 0, r.err)
   t.match(r.err, /note: batch norm re-estimated from the folded ONNX weights on 6 training slices/)
+  t.match(r.err, /\nepoch 1\/1: loss \d+\.\d{4}, val Dice \d\.\d{3} \(RV /)
   const summary = JSON.parse(r.out) as Record<string, unknown>
   t.match(summary, {
     onnx: out,
@@ -240,6 +241,8 @@ t.test('another class count: a new output layer, said on stderr; no labels, no D
     r.err,
     /note: new output layer: the parent has 4 classes \(background, RV, MYO, LV\), the data 2 \(background, LV\)/,
   )
+  t.match(r.err, /\nepoch 1\/1: loss \d+\.\d{4}, [\d.]+s\n/, 'the epoch line has no score')
+  t.notMatch(r.err, /val Dice/)
   const c = await card(join(dir, 'lv.json'))
   t.same(c.classes, [
     { name: 'background', value: 0 },

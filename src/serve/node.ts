@@ -58,6 +58,13 @@ export const listen = (
             }),
         }),
     )
+    // Idle keep-alive connections outlive a busy event loop (a long segmentation blocks the
+    // timers too): with Node's 5 s default the server could close a socket a client was just
+    // reusing, and the client saw ECONNRESET. 65 s is what load balancers expect of a backend.
+    if ('keepAliveTimeout' in server) {
+      server.keepAliveTimeout = 65_000
+      server.headersTimeout = 66_000
+    }
     server.once('error', reject)
   })
 }

@@ -42,13 +42,15 @@ import { Worker, parentPort, workerData } from 'node:worker_threads'
 import { CARDIAC_UNLABELLED } from '../data/dataset.ts'
 import { decodeStrict, nonEmptyString } from '../pipeline/decode.ts'
 import { loadEngine, type EngineChoice } from '../train/engine.ts'
+import { stepsPerEpoch } from '../train/trainer.ts'
 import {
   FINETUNE_DEFAULTS,
   casesRecipe,
   finetune,
   finetuneConfig,
   finetunedModel,
-  parentFromOnnx,
+  fitBatch,
+  loadParent,
   prepareData,
 } from '../train/finetune.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
@@ -172,9 +174,8 @@ export const finetuneJob = async (
   report: (p: Partial<JobProgress>) => void,
 ): Promise<{ readonly onnx: Uint8Array; readonly card: ModelCard }> => {
   orThrow(await loadEngine(engine)())
-  const parent = orThrow(
-    parentFromOnnx(new Uint8Array(await readFile(work.parent.onnx)), work.parent.card),
-  )
+  // The card beside the file, checked against its bytes.
+  const parent = orThrow(await loadParent(work.parent.onnx)())
   const { options } = work
   const config = orThrow(
     finetuneConfig(parent, options, { epochs: options.epochs, lr: options.lr }),
@@ -187,11 +188,8 @@ export const finetuneJob = async (
   }
   report({ stage: 'preparing' })
   const data = orThrow(await prepareData(casesRecipe(cases), config)())
-  const perEpoch = Math.max(
-    1,
-    Math.floor(data.train.length / Math.min(config.batch, data.train.length)),
-  )
-  report({ stage: 'training', steps: perEpoch * config.epochs })
+  const batch = fitBatch(config, data.train.length).batch
+  report({ stage: 'training', steps: stepsPerEpoch(data.train.length, batch) * config.epochs })
   const result = orThrow(
     await finetune({
       parent,
@@ -570,11 +568,22 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
 
   const fileOf = (id: string) => join(o.jobsDir, `${id}.json`)
   const dirOf = (id: string) => join(o.jobsDir, id)
-  const save = (job: Job) => writeFileAtomic(fileOf(job.id), `${JSON.stringify(job, null, 2)}\n`)
+  // Writes of one job's file in order, so that a slow early write never lands last.
+  const writes = new Map<string, Promise<void>>()
+  const save = (job: Job) => {
+    const write = (writes.get(job.id) ?? Promise.resolve()).then(() =>
+      writeFileAtomic(fileOf(job.id), `${JSON.stringify(job, null, 2)}\n`),
+    )
+    writes.set(
+      job.id,
+      write.catch(() => undefined),
+    )
+    return write
+  }
   const update = async (id: string, patch: Partial<Job>, persist = true) => {
     const job = { ...(jobs.get(id) as Job), ...patch }
     jobs.set(id, job)
-    if (persist) await save(job)
+    // Listeners hear of changes in the order they happen; the file follows.
     for (const l of listeners.get(id) ?? []) l(job)
     if (patch.state !== undefined)
       log(
@@ -587,6 +596,7 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
           ...(job.error ? { error: job.error } : {}),
         }),
       )
+    if (persist) await save(job)
     return job
   }
 
@@ -627,6 +637,7 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
       startedAt: now(),
       progress: { ...job.progress, stage: 'starting', epochs: job.options.epochs },
     })
+    let ending: Partial<Job>
     try {
       if (parent === undefined)
         throw new Error(`model '${job.model}' is no longer in ${o.modelsDir}`)
@@ -644,18 +655,17 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
         },
       )
       await register(model.onnx, model.card)
-      const current = jobs.get(id) as Job
-      await update(id, {
+      ending = {
         state: 'done',
-        finishedAt: now(),
-        progress: { ...current.progress, stage: 'finished' },
+        progress: { ...(jobs.get(id) as Job).progress, stage: 'finished' },
         validation: model.card.validation?.dice ?? null,
-      })
+      }
     } catch (e) {
-      await update(id, { state: 'failed', finishedAt: now(), error: messageOf(e) })
-    } finally {
-      await rm(join(dirOf(id), 'run'), { recursive: true, force: true })
+      ending = { state: 'failed', error: messageOf(e) }
     }
+    // The trainer's checkpoints go before the job says it ended: nothing is left to do then.
+    await rm(join(dirOf(id), 'run'), { recursive: true, force: true })
+    await update(id, { ...ending, finishedAt: now() })
   }
 
   const pump = () => {

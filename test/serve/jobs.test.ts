@@ -36,7 +36,6 @@ const serve = async (
     jobsDir?: string
     root?: string
     limits?: object
-    apiKey?: string
   } = {},
 ) => {
   const root = o.root ?? t.testdir()
@@ -62,7 +61,6 @@ const serve = async (
     models,
     extend: jobs.routes,
     log: () => {},
-    ...(o.apiKey ? { apiKey: o.apiKey } : {}),
   })
   const server = await listen(app, { port: 0 })
   t.teardown(async () => {
@@ -70,7 +68,7 @@ const serve = async (
     await server.close()
     await models.release()
   })
-  return { server, jobs, app, modelsDir, root, lines }
+  return { server, jobs, models, modelsDir, root, lines }
 }
 
 /** Phantom `seed` as NIfTI bytes: image and scribble (values changed by `scribble` if given). */
@@ -351,7 +349,7 @@ t.test(
 
 t.test('every bad request is a 4xx with a reason', async (t) => {
   const gate = gated()
-  const { server } = await serve(t, {
+  const { server, jobs, models } = await serve(t, {
     runner: gate.runner,
     limits: { maxPending: 1, maxEpochs: 50 },
   })
@@ -497,23 +495,13 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     /^1 jobs are queued or running, the limit: try again later$/,
   )
   await gate.release(((await accepted.json()) as Job).id)
+  await jobs.idle()
 
-  // Size limits and the API key as for segment; Workers (no trainer) answer 501.
-  const small = await serve(t, { runner: gate.runner, apiKey: 'k' })
-  const noKey = await post(small.server.url, ok)
+  // The API key and the size limit as for segment; Workers (no trainer) answer 501.
+  const keyed = createApp({ models, extend: jobs.routes, apiKey: 'k', log: () => {} })
+  const noKey = await keyed.request('/v1/models/tiny/finetune', { method: 'POST' })
   t.equal(noKey.status, 401)
-  const limited = createApp({
-    models: { cards: [], find: () => undefined, release: async () => {} },
-    log: () => {},
-  })
-  const worker = await limited.request('/v1/models/tiny/finetune', { method: 'POST' })
-  t.equal(worker.status, 501)
-  t.match(
-    ((await worker.json()) as { error: string }).error,
-    /^fine-tuning runs only on the Node server \(maco serve\)/,
-  )
-  t.equal((await limited.request('/v1/jobs/abc')).status, 501)
-  const tooBig = await small.app.request('/v1/models/tiny/finetune', {
+  const tooBig = await keyed.request('/v1/models/tiny/finetune', {
     method: 'POST',
     body: JSON.stringify(ok),
     headers: {
@@ -523,4 +511,19 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     },
   })
   t.equal(tooBig.status, 413)
+  t.match(
+    ((await tooBig.json()) as { error: string }).error,
+    /^the body \(953\.7 MiB\) exceeds the limit of 128\.0 MiB$/,
+  )
+  const worker = createApp({
+    models: { cards: [], find: () => undefined, release: async () => {} },
+    log: () => {},
+  })
+  const refused = await worker.request('/v1/models/tiny/finetune', { method: 'POST' })
+  t.equal(refused.status, 501)
+  t.match(
+    ((await refused.json()) as { error: string }).error,
+    /^fine-tuning runs only on the Node server \(maco serve\)/,
+  )
+  t.equal((await worker.request('/v1/jobs/abc')).status, 501)
 })

@@ -19,6 +19,7 @@ import {
   onnxUNetSpec,
   parentFromOnnx,
   prepareData,
+  resumeFinetune,
   type Parent,
 } from '../../src/train/finetune.ts'
 import { seeded } from '../../src/util/rng.ts'
@@ -210,6 +211,38 @@ t.test('fine-tuning changes the decoder only when the encoder is frozen', async 
     })(),
   )
   t.notSame(unfrozen.checkpoint.weights['enc0.conv1.kernel'], parent.weights['enc0.conv1.kernel'])
+})
+
+t.test('a stopped fine-tune resumes where it stopped', async (t) => {
+  const dir = await tempDir(t)
+  await scans(dir, 4)
+  const parent = onnxParent()
+  const config = right(finetuneConfig(parent, DATA, { epochs: 2, batch: 2 }))
+  const cases = right(
+    await layoutCases(dir, { image: '{case}.nii.gz', scribble: '{case}_scribble.nii.gz' })(),
+  )
+  const data = right(await prepareData(casesRecipe(cases), config)())
+  const inputs = {
+    parent,
+    config,
+    ...data,
+    runDir: join(dir, 'run'),
+    freeze: 'none' as const,
+    origin: { recipe: 'finetune', pipeline: 'test', data: data.data },
+  }
+  let steps = 0
+  const stopped = right(
+    await finetune({ ...inputs, onStep: () => void steps++, stopRequested: () => steps === 4 })(),
+  )
+  t.same([stopped.outcome.status, stopped.outcome.step], ['stopped', 4])
+  const resumed = right(await resumeFinetune(inputs)())
+  t.same([resumed.outcome.status, resumed.outcome.epoch, resumed.outcome.step], ['finished', 2, 6])
+  const whole = right(await finetune({ ...inputs, runDir: join(dir, 'whole') })())
+  t.same(
+    resumed.checkpoint.weights,
+    whole.checkpoint.weights,
+    'the same weights as a run not stopped',
+  )
 })
 
 t.test('another class count gets a new output layer; no labels, no validation', async (t) => {

@@ -299,7 +299,6 @@ export const finetuneCommand: Command = {
       await passes.close()
     }
     steps.done()
-    for (const note of result.notes) io.err(`note: ${note}\n`)
     if (result.outcome.status === 'stopped') {
       io.err(
         `stopped after step ${result.outcome.step}; continue with the same options and --resume (run folder ${runDir})\n`,

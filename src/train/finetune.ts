@@ -648,6 +648,10 @@ const runFinetune = async (
   const config = fitBatch(inputs.config, inputs.train.length)
   const spec = networkSpec(config)
   const notes: string[] = []
+  const note = (line: string) => {
+    notes.push(line)
+    inputs.log?.(`note: ${line}`)
+  }
   const scored = inputs.val.length > 0
   let parentValidation: Finetuned['parentValidation'] = null
   if (!resume) {
@@ -660,14 +664,14 @@ const runFinetune = async (
     const start = startingWeights(parent, spec, config.seed)
     let weights = start.weights
     if (start.newHead)
-      notes.push(
+      note(
         `new output layer: the parent has ${p.classes} classes (${parent.classes.join(', ')}), the data ${config.classes.length} (${config.classes.join(', ')})`,
       )
     if (parent.foldedBatchNorm) {
       const { images, n } = calibrationImages(inputs.train, CALIBRATION_SLICES)
       const [w, h] = config.input.size
       weights = await calibrateBatchNorm(spec, weights, images, [n, h, w])
-      notes.push(`batch norm re-estimated from the folded ONNX weights on ${n} training slices`)
+      note(`batch norm re-estimated from the folded ONNX weights on ${n} training slices`)
     }
     if (scored && !start.newHead) {
       const params = toParams(spec, weights)

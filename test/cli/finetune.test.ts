@@ -254,3 +254,41 @@ t.test('another class count: a new output layer, said on stderr; no labels, no D
   t.ok(E.isRight(spec) && spec.right.options.classes === 2)
   t.equal(r.out, `${out}\n${join(dir, 'lv.json')}\n`)
 })
+
+t.test("a pipeline's recipe supplies the data; the grid stays the parent's", async (t) => {
+  const dir = t.testdir()
+  const { parent } = await setup(dir)
+  const r = await maco(
+    'finetune',
+    '--from',
+    parent,
+    '--pipeline',
+    'pipelines/synthetic.ts',
+    '--recipe',
+    'smoke',
+    '--train-cases',
+    '1',
+    ...FAST,
+    '--run',
+    join(dir, 'run'),
+    '-o',
+    join(dir, 'smoke.onnx'),
+    '--json',
+  )
+  t.equal(r.code, 0, r.err)
+  t.match(
+    r.err,
+    /note: the recipe's grid \(3x3 mm, 64x64 px\) is replaced by the parent's \(6x6 mm, 32x32 px\)/,
+  )
+  t.match(JSON.parse(r.out), {
+    parent: 'tiny',
+    steps: 4,
+    validation: { RV: Number, MYO: Number, LV: Number },
+  })
+  const c = await card(join(dir, 'smoke.json'))
+  t.match(c.training, {
+    recipe: /^finetune of tiny \(pipelines\/synthetic\.ts recipe smoke\), 1 epochs, 4 steps$/,
+    data: /^synthetic phantoms \(seed 1\): 1 train, 4 val$/,
+  })
+  t.same(c.input, { spacing: [6, 6], size: [32, 32] })
+})

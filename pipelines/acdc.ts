@@ -38,7 +38,8 @@ const open = (dir: string, split: string) =>
 /** A patient's two frames are one subject: `--train-cases 14` keeps 14 patients. */
 const patientOf = (caseName: string) => caseName.replace(/_frame\d+$/, '')
 
-const paper: TrainConfig = {
+/** The paper's cardiac setting; MSCMR's recipes derive from these two. */
+export const paper: TrainConfig = {
   classes: [...CARDIAC_CLASSES],
   unlabelled: CARDIAC_UNLABELLED,
   input: { spacing: [1.37, 1.37], size: [256, 256] },
@@ -56,7 +57,7 @@ const paper: TrainConfig = {
   logEvery: 50,
 }
 
-const cpu: TrainConfig = {
+export const cpu: TrainConfig = {
   ...paper,
   input: { spacing: [2, 2], size: [128, 128] },
   network: { ...paper.network, base: 8 },

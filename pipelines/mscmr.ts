@@ -16,9 +16,8 @@
  */
 import * as TE from 'fp-ts/lib/TaskEither.js'
 import { join } from 'node:path'
-import { CARDIAC_CLASSES, CARDIAC_UNLABELLED } from '../src/data/dataset.ts'
 import { MSCMR_SPLITS, mscmrDataset, type MscmrSplit } from '../src/data/mscmr.ts'
-import { DEFAULT_LOSS } from '../src/maco/losses.ts'
+import * as acdc from './acdc.ts'
 import { datasetRecipe, type TrainConfig } from '../src/train/recipe.ts'
 
 export const MSCMR_DIR = join(process.env.MACO_DATA ?? '../shared/data', 'mscmr')
@@ -28,32 +27,10 @@ const open = (dir: string, split: string) =>
     ? mscmrDataset(dir, split as MscmrSplit)
     : TE.left(`MSCMR has no split '${split}' (it has ${MSCMR_SPLITS.join(', ')})`)
 
-const paper: TrainConfig = {
-  classes: [...CARDIAC_CLASSES],
-  unlabelled: CARDIAC_UNLABELLED,
-  input: { spacing: [1.37, 1.37], size: [256, 256] },
-  network: { base: 16, levels: 5, dropout: [0.05, 0.1, 0.2, 0.3, 0.5] },
-  data: { split: 'train', valSplit: 'val' },
-  supervision: 'scribble',
-  shrink: { ratio: 0, scope: 'slice' },
-  loss: DEFAULT_LOSS,
-  masking: { patch: 16, ratio: 0.5, scribbleWeight: 3 },
-  cpl: { alpha: 0.1, floor: 0.05 },
-  optimizer: { lr: 1e-4, schedule: 'constant', beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-  batch: 4,
-  epochs: 1000,
-  seed: 1,
-  logEvery: 50,
-}
-
-const cpu: TrainConfig = {
-  ...paper,
-  input: { spacing: [2, 2], size: [128, 128] },
-  network: { ...paper.network, base: 8 },
-  masking: { ...paper.masking, patch: 8 },
-  optimizer: { ...paper.optimizer, lr: 1e-3, schedule: 'poly' },
-  epochs: 60,
-}
+// The ACDC recipes with MSCMR's splits and epoch counts: the same network, loss and inputs.
+const data = { split: 'train', valSplit: 'val' }
+const paper: TrainConfig = { ...acdc.paper, data, epochs: 1000 }
+const cpu: TrainConfig = { ...acdc.cpu, data, epochs: 60 }
 
 const recipe = (summary: string, config: TrainConfig) =>
   datasetRecipe({ summary, config, defaultDir: MSCMR_DIR, open })

@@ -350,7 +350,10 @@ export const createApp = (options: AppOptions) => {
               mask.data,
               input.right.kind === 'nifti' ? mask.geometry.spacing : null,
             ),
-            mask: { encoding: 'base64-gzip-uint8', data: base64(gzipSync(mask.data)) },
+            mask: {
+              encoding: 'base64-gzip-uint8',
+              data: base64(gzipSync(mask.data, { mtime: 0 })),
+            },
           })
         : input.right.kind === 'png'
           ? encodePng({

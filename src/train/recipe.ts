@@ -37,6 +37,7 @@ import {
   refine,
 } from '../pipeline/decode.ts'
 import { seeded } from '../util/rng.ts'
+import { AugmentOptions } from './augment.ts'
 import {
   prepareSlices,
   validationVolume,
@@ -47,41 +48,45 @@ import {
 const fraction = refine(t.number, (n) => n >= 0 && n <= 1, 'a number from 0 to 1')
 const nonNegative = refine(t.number, (n) => Number.isFinite(n) && n >= 0, 'a number >= 0')
 
-export const TrainConfig = t.type({
-  /** Class names by label value; the network has one output per class. */
-  classes: nonEmptyArray(nonEmptyString),
-  /** The scribble value of unannotated pixels. */
-  unlabelled: nonNegativeInt,
-  /** The network grid: in-plane spacing (mm) and size (px). */
-  input: t.type({
-    spacing: t.tuple([positive, positive]),
-    size: t.tuple([positiveInt, positiveInt]),
+export const TrainConfig = t.intersection([
+  t.type({
+    /** Class names by label value; the network has one output per class. */
+    classes: nonEmptyArray(nonEmptyString),
+    /** The scribble value of unannotated pixels. */
+    unlabelled: nonNegativeInt,
+    /** The network grid: in-plane spacing (mm) and size (px). */
+    input: t.type({
+      spacing: t.tuple([positive, positive]),
+      size: t.tuple([positiveInt, positiveInt]),
+    }),
+    network: t.type({ base: positiveInt, levels: positiveInt, dropout: t.array(fraction) }),
+    /** Which split trains and which validates; optionally only the first N subjects of each. */
+    data: t.intersection([
+      t.type({ split: nonEmptyString, valSplit: nonEmptyString }),
+      t.partial({ trainCases: positiveInt, valCases: positiveInt }),
+    ]),
+    supervision: t.keyof({ scribble: null, label: null }),
+    shrink: t.type({ ratio: fraction, scope: t.keyof({ slice: null, component: null }) }),
+    loss: LossConfig,
+    masking: t.type({ patch: positiveInt, ratio: fraction, scribbleWeight: positive }),
+    cpl: t.type({ alpha: nonNegative, floor: fraction }),
+    optimizer: t.type({
+      lr: positive,
+      /** `poly`: lr (1 - step / steps)^0.9 over the whole run, as WSL4MIS. */
+      schedule: t.keyof({ constant: null, poly: null }),
+      beta1: fraction,
+      beta2: fraction,
+      eps: positive,
+    }),
+    batch: positiveInt,
+    epochs: positiveInt,
+    seed: nonNegativeInt,
+    /** A step line in metrics.jsonl every this many steps (mean over them). */
+    logEvery: positiveInt,
   }),
-  network: t.type({ base: positiveInt, levels: positiveInt, dropout: t.array(fraction) }),
-  /** Which split trains and which validates; optionally only the first N subjects of each. */
-  data: t.intersection([
-    t.type({ split: nonEmptyString, valSplit: nonEmptyString }),
-    t.partial({ trainCases: positiveInt, valCases: positiveInt }),
-  ]),
-  supervision: t.keyof({ scribble: null, label: null }),
-  shrink: t.type({ ratio: fraction, scope: t.keyof({ slice: null, component: null }) }),
-  loss: LossConfig,
-  masking: t.type({ patch: positiveInt, ratio: fraction, scribbleWeight: positive }),
-  cpl: t.type({ alpha: nonNegative, floor: fraction }),
-  optimizer: t.type({
-    lr: positive,
-    /** `poly`: lr (1 - step / steps)^0.9 over the whole run, as WSL4MIS. */
-    schedule: t.keyof({ constant: null, poly: null }),
-    beta1: fraction,
-    beta2: fraction,
-    eps: positive,
-  }),
-  batch: positiveInt,
-  epochs: positiveInt,
-  seed: nonNegativeInt,
-  /** A step line in metrics.jsonl every this many steps (mean over them). */
-  logEvery: positiveInt,
-})
+  /** Random rotations and flips of each training slice (src/train/augment.ts); absent: none. */
+  t.partial({ augment: AugmentOptions }),
+])
 export type TrainConfig = t.TypeOf<typeof TrainConfig>
 
 /** What the codec cannot say: combinations that do not make a runnable training. */

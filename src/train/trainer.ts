@@ -52,6 +52,7 @@ import {
   type StepBatch,
   type TrainState,
 } from './step.ts'
+import { sliceAugmenter } from './augment.ts'
 import { batchArrays, type TrainingSlice, type ValidationVolume } from './training-set.ts'
 
 /** Where a run's data and recipe came from, recorded in checkpoints and model cards. */
@@ -167,10 +168,17 @@ const makeBatch = (
   set: readonly TrainingSlice[],
   indices: readonly number[],
   step: number,
+  augment: ReturnType<typeof sliceAugmenter> | undefined,
 ): Batch => {
   const [width, height] = config.input.size
   const classes = config.classes.length
-  const a = batchArrays(set, indices, classes)
+  const a = augment
+    ? batchArrays(
+        indices.map((i) => augment(set[i], seeded(config.seed, 'augment', step, i))),
+        indices.map((_, k) => k),
+        classes,
+      )
+    : batchArrays(set, indices, classes)
   const shape = [indices.length, height, width] as const
   return {
     image: tf.tensor4d(a.image, [...shape, 1]),
@@ -369,6 +377,18 @@ export const train =
       unlabelled: config.unlabelled,
     })
     if (E.isLeft(masking)) return masking
+    const augment =
+      config.augment &&
+      sliceAugmenter(
+        {
+          width,
+          height,
+          classes: config.classes.length,
+          unlabelled: config.unlabelled,
+          cpl: config.cpl,
+        },
+        config.augment,
+      )
     const metricsPath = join(runDir, METRICS_FILE)
     await mkdir(runDir, { recursive: true })
 
@@ -413,7 +433,7 @@ export const train =
         for (let k = progress.stepInEpoch; k < perEpoch; k++) {
           const step = progress.step
           const indices = order.slice(k * config.batch, (k + 1) * config.batch)
-          const batch = makeBatch(config, masking.right, inputs.train, indices, step)
+          const batch = makeBatch(config, masking.right, inputs.train, indices, step, augment)
           let result
           try {
             result = await trainStep(

@@ -38,7 +38,7 @@ import * as t from 'io-ts'
 import { randomUUID } from 'node:crypto'
 import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { Worker, parentPort, workerData } from 'node:worker_threads'
+import { parentPort, workerData } from 'node:worker_threads'
 import { CARDIAC_UNLABELLED } from '../data/dataset.ts'
 import { decodeStrict, nonEmptyString } from '../pipeline/decode.ts'
 import { loadEngine, type EngineChoice } from '../train/engine.ts'
@@ -54,6 +54,7 @@ import {
   prepareData,
 } from '../train/finetune.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
+import { tsWorker } from '../util/ts-worker.ts'
 import { isGzip } from '../volume/nifti.ts'
 import { spatialDims, type Volume } from '../volume/volume.ts'
 import { fail, type Env, type Failure, type RouteHelpers } from './app.ts'
@@ -239,21 +240,18 @@ export const jobWorkerMain = async (): Promise<void> => {
   }
 }
 
-const SELF = import.meta.url
-
 /**
  * Each job on its own worker thread with its own engine: the server's event loop stays free,
- * and a crash takes down the job, not the server. The worker runs this TypeScript through
- * tsx whatever started the process (a worker does not inherit `--import`).
+ * and a crash takes down the job, not the server.
  */
 export const workerRunner =
   (engine: EngineChoice = 'auto'): JobRunner =>
   (work, report) =>
     new Promise((resolve, reject) => {
-      const worker = new Worker(
-        `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(SELF)}) }).then((m) => m.jobWorkerMain())`,
-        { eval: true, workerData: { work, engine } },
-      )
+      const worker = tsWorker(import.meta.url, {
+        main: 'jobWorkerMain',
+        workerData: { work, engine },
+      })
       let settled = false
       worker.on('message', (m: FromJobWorker) => {
         if (m.type === 'progress') return report(m.progress)

@@ -13,11 +13,12 @@
  * await passes.close()
  */
 import * as tf from '@tensorflow/tfjs-core'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import type { BatchStats } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import type { Pass, Passes } from './step.ts'
 import type { EngineName } from './engine.ts'
+import { tsWorker } from '../util/ts-worker.ts'
 
 /** Messages to a worker. */
 export type ToWorker =
@@ -79,17 +80,6 @@ interface Pending {
 
 const WORKER_URL = new URL('./parallel-worker.ts', import.meta.url)
 
-/**
- * A worker thread running the TypeScript entry through tsx, whatever started this process
- * (`--import` in a worker's execArgv is not honoured, so a small eval'd script registers tsx
- * and then imports the entry).
- */
-const spawn = (): Worker =>
-  new Worker(
-    `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_URL.href)}) })`,
-    { eval: true },
-  )
-
 export const workerPasses = async (
   spec: UNetSpec,
   engine: EngineName,
@@ -98,7 +88,7 @@ export const workerPasses = async (
   const pending = new Map<number, Pending>()
   let nextId = 0
   const workers = Array.from({ length: count }, () => {
-    const w = spawn()
+    const w = tsWorker(WORKER_URL)
     w.on('message', (m: FromWorker) => {
       const p = pending.get(m.id)
       if (!p) return

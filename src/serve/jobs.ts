@@ -20,10 +20,11 @@
  * Jobs run one at a time by default (more wait, queued, up to a limit), each in a worker
  * thread, so the server keeps answering while one trains, and a client that disconnects
  * changes nothing. State is a JSON file per job in the jobs folder, written atomically; a
- * server that starts finds a job it left `running` and marks it failed (or done, when its
- * model was completely written: card and ONNX file), and runs the queued ones. A finished
- * model is written ONNX file first, card second (both atomically), then registered: a
- * registry reads only models with a card, so none is ever half there.
+ * job's uploads are in a folder beside it, removed when the job ends. A server that starts
+ * finds a job it left `running` and marks it failed (or done, when its model was completely
+ * written: card and ONNX file), removes every folder but those of the queued jobs, and runs
+ * those. A finished model is written ONNX file first, card second (both atomically), then
+ * registered: a registry reads only models with a card, so none is ever half there.
  *
  * @example
  * const models = growingRegistry(registry)
@@ -142,7 +143,7 @@ const TERMINAL: readonly JobState[] = ['done', 'failed']
 /** What a runner needs to fine-tune: files on disk, no HTTP. */
 export interface JobWork {
   readonly id: string
-  /** The job's folder: its volumes, and a `run` folder for the trainer. */
+  /** The job's folder: its volumes, and a `run` folder for the trainer (removed at the end). */
   readonly dir: string
   readonly parent: { readonly onnx: string; readonly card: ModelCard }
   readonly name: string
@@ -661,8 +662,9 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
     } catch (e) {
       ending = { state: 'failed', error: messageOf(e) }
     }
-    // The trainer's checkpoints go before the job says it ended: nothing is left to do then.
-    await rm(join(dirOf(id), 'run'), { recursive: true, force: true })
+    // The job's folder (uploads, the trainer's checkpoints) goes before the job says it ended:
+    // nothing is left to do with it then. The model, its card and the job's file stay.
+    await rm(dirOf(id), { recursive: true, force: true })
     await update(id, { ...ending, finishedAt: now() })
   }
 
@@ -713,6 +715,11 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
       )
     } else if (job.state === 'queued') queue.push(job.id)
   }
+  // Only a job that will still run keeps a folder: the uploads of ended jobs (cut short by the
+  // stop) and of requests that never became a job go.
+  for (const entry of await readdir(o.jobsDir, { withFileTypes: true }))
+    if (entry.isDirectory() && ID.test(entry.name) && !queue.includes(entry.name))
+      await rm(dirOf(entry.name), { recursive: true, force: true })
   pump()
 
   const submit = async (

@@ -48,10 +48,11 @@ const serve = async (
   if (E.isLeft(loaded)) throw new Error(loaded.left)
   const models = growingRegistry(loaded.right)
   const lines: string[] = []
+  const jobsDir = o.jobsDir ?? join(modelsDir, '.jobs')
   const jobs = await openJobs({
     registry: models,
     modelsDir,
-    jobsDir: o.jobsDir ?? join(modelsDir, '.jobs'),
+    jobsDir,
     createSession: sessions,
     runner: o.runner ?? workerRunner('wasm'),
     limits: o.limits,
@@ -68,8 +69,15 @@ const serve = async (
     await server.close()
     await models.release()
   })
-  return { server, jobs, models, modelsDir, root, lines }
+  return { server, jobs, models, modelsDir, jobsDir, root, lines }
 }
+
+/** The folders in the jobs folder: the uploads of the jobs that still have them. */
+const folders = async (dir: string) =>
+  (await readdir(dir, { withFileTypes: true }))
+    .filter((d) => d.isDirectory())
+    .map((d) => d.name)
+    .sort()
 
 /** Phantom `seed` as NIfTI bytes: image and scribble (values changed by `scribble` if given). */
 const volume = (seed: number, scribble?: (v: number) => number) => {
@@ -162,7 +170,7 @@ const gated = () => {
 
 t.test('queued, running, done: the new model is listed and segments', async (t) => {
   const gate = gated()
-  const { server, modelsDir } = await serve(t, { runner: gate.runner })
+  const { server, modelsDir, jobsDir } = await serve(t, { runner: gate.runner })
   const v = volume(10)
   const a = await post(server.url, {
     volumes: [{ image: base64(v.image), scribble: base64(v.scribble) }],
@@ -197,6 +205,12 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
     progress: { stage: 'training', step: 1, steps: 4 },
   })
   t.equal((await job(server.url, second.id)).state, 'queued', 'one job at a time')
+  t.same(
+    await readdir(join(jobsDir, first.id)),
+    ['volume1_image.nii.gz', 'volume1_scribble.nii'],
+    'the uploads wait in the job folder',
+  )
+  t.same(await folders(jobsDir), [first.id, second.id].sort())
   const list = (await (await fetch(`${server.url}/v1/jobs`)).json()) as { jobs: Job[] }
   t.same(
     list.jobs.map((j) => j.id),
@@ -218,6 +232,7 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
   const seen = await events(server.url, first.id)
   t.equal(seen.at(-1)?.[0], 'done')
   t.match(seen.at(-1)?.[1], { state: 'done', progress: { stage: 'finished' }, error: null })
+  t.same(await folders(jobsDir), [second.id], 'a done job leaves no uploads')
 
   const models = (await (await fetch(`${server.url}/v1/models`)).json()) as {
     models: { name: string; parent?: string }[]
@@ -245,11 +260,16 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
     error: 'the trainer ran out of memory',
     finishedAt: String,
   })
-  t.equal((await readdir(join(modelsDir, '.jobs'))).filter((f) => f.endsWith('.json')).length, 2)
+  t.same(await folders(jobsDir), [], 'a failed job leaves no uploads')
+  t.same(
+    (await readdir(jobsDir)).filter((f) => f.endsWith('.json')).sort(),
+    [`${first.id}.json`, `${second.id}.json`].sort(),
+    'the job files stay',
+  )
 })
 
 t.test('a real fine-tune on a worker thread; bad scribble values fail the job', async (t) => {
-  const { server, lines } = await serve(t)
+  const { server, jobsDir, lines } = await serve(t)
   const r = await post(
     server.url,
     multipart([volume(10), volume(11)], { epochs: '1', name: 'tiny-real' }),
@@ -278,6 +298,7 @@ t.test('a real fine-tune on a worker thread; bad scribble values fail the job', 
     body: volume(12).image as Uint8Array<ArrayBuffer>,
   })
   t.equal(segmented.status, 200)
+  t.same(await folders(jobsDir), [], 'no uploads or checkpoints left')
 
   const bad = await post(
     server.url,
@@ -291,6 +312,7 @@ t.test('a real fine-tune on a worker thread; bad scribble values fail the job', 
     "stage 'scribble values' failed on volume1: the scribble holds the value 9: neither a class (0..3) nor unlabelled (4)",
   )
   t.match(lines.join('\n'), /"state":"failed"/)
+  t.same(await folders(jobsDir), [], 'a failed job leaves no uploads')
 })
 
 t.test(
@@ -324,6 +346,12 @@ t.test(
       JSON.stringify({ ...tinyCard, name: 'written', parent: 'tiny' }),
     )
     await writeFile(join(modelsDir, 'cut-short.onnx'), 'half a model')
+    t.same(await folders(after), submitted.map((j) => j.id).sort(), 'every job has its uploads')
+    // Uploads of a request that never became a job (stopped before its file was written),
+    // and a folder that is not a job's.
+    await mkdir(join(after, '0123456789ab'))
+    await writeFile(join(after, '0123456789ab', 'volume1_image.nii'), 'uploaded')
+    await mkdir(join(after, 'notes'))
     for (const j of submitted) await first.release(j.id, 'stopped')
     await before.jobs.idle()
 
@@ -338,8 +366,19 @@ t.test(
       'the server stopped while the job ran; send it again',
     )
     t.notOk((await readdir(modelsDir)).includes('cut-short.onnx'), 'no orphan ONNX file is left')
+    t.same(
+      await folders(after),
+      [submitted[2].id, 'notes'].sort(),
+      'only the job still to run keeps its uploads',
+    )
     await second.release(submitted[2].id)
     await until(async () => (await states())[2] === 'done', 'the queued job')
+    t.same(await folders(after), ['notes'])
+    const segmented = await fetch(`${restarted.server.url}/v1/models/waiting/segment`, {
+      method: 'POST',
+      body: volume(12).image as Uint8Array<ArrayBuffer>,
+    })
+    t.equal(segmented.status, 200, 'the new model segments without its job folder')
     const listed = (await (await fetch(`${restarted.server.url}/v1/models`)).json()) as {
       models: { name: string }[]
     }

@@ -2,6 +2,7 @@
 import type { Command } from './command.ts'
 import { cpl } from './cpl.ts'
 import { evaluate } from './eval.ts'
+import { figureCommand } from './figure.ts'
 import { inspect } from './inspect.ts'
 import { predict } from './predict.ts'
 import { serveCommand } from './serve.ts'
@@ -17,6 +18,7 @@ export const commands: readonly Command[] = [
   preprocess,
   cpl,
   evaluate,
+  figureCommand,
   predict,
   serveCommand,
   bench,

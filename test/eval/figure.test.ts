@@ -151,10 +151,10 @@ t.test('slices spread through the heart: label, else scribble, else the stack', 
   t.same(spreadSlices([6]), [6])
   t.same(spreadSlices([]), [])
   const image = volume([4, 4, 12], () => 1)
-  const label = volume([4, 4, 12], (x, y, z) => (z >= 3 && z <= 8 && x === 2 ? 2 : 0))
+  const label = volume([4, 4, 12], (x, _y, z) => (z >= 3 && z <= 8 && x === 2 ? 2 : 0))
   const empty = volume([4, 4, 12], () => 0)
   // Foreground strokes in 1, 2, 10; slice 5 has background strokes only, the rest unlabelled.
-  const scribble = volume([4, 4, 12], (x, y, z) =>
+  const scribble = volume([4, 4, 12], (x, _y, z) =>
     x === 1 && [1, 2, 10].includes(z) ? 1 : x === 0 && z === 5 ? 0 : 4,
   )
   t.same(autoSlices(image, { label, scribble, unlabelled: 4 }), [4, 6, 7])
@@ -182,7 +182,7 @@ t.test('slices spread through the heart: label, else scribble, else the stack', 
 
 t.test('captions draw in bands of their own and leave the panels as they are', async (t) => {
   const image = volume([10, 8, 3], (x, y, z) => x * y + z)
-  const label = volume([10, 8, 3], (x, y) => (x > 4 ? 1 : 0))
+  const label = volume([10, 8, 3], (x) => (x > 4 ? 1 : 0))
   const input: FigureInput = {
     image,
     overlays: [{ title: 'ground truth', kind: 'mask', volume: label }],

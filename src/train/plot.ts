@@ -1,7 +1,8 @@
 /**
  * The training plot of a run folder (`plot.svg`): the loss against the step (logged steps
- * and epoch means) on the left, the validation Dice against the epoch on the right. Plain
- * SVG written by code, so any browser shows it and nothing needs installing.
+ * and epoch means) on the left, the validation Dice against the epoch on the right (left out
+ * when no epoch was scored: a run without validation volumes). Plain SVG written by code, so
+ * any browser shows it and nothing needs installing.
  *
  * @example
  * const svg = trainingPlot({ steps: [{ step: 10, loss: 1.2 }], epochs: [{ epoch: 1, step: 20, loss: 1.1, valDice: 0.4 }] })
@@ -14,7 +15,8 @@ export interface PlotHistory {
     readonly epoch: number
     readonly step: number
     readonly loss: number
-    readonly valDice: number
+    /** Absent when the epoch was not validated. */
+    readonly valDice?: number
   }[]
 }
 
@@ -92,7 +94,7 @@ const panel = (
 const range = (values: readonly number[]): [number, number] =>
   values.length === 0 ? [0, 1] : [Math.min(...values), Math.max(...values)]
 
-/** The two-panel SVG of a run's history; an empty history gives empty axes. */
+/** The two-panel SVG of a run's history (one panel when nothing was scored); an empty history gives empty axes. */
 export const trainingPlot = (h: PlotHistory): string => {
   const finite = <T extends { readonly loss: number }>(xs: readonly T[]) =>
     xs.filter((p) => Number.isFinite(p.loss))
@@ -100,7 +102,10 @@ export const trainingPlot = (h: PlotHistory): string => {
   const epochs = finite(h.epochs)
   const [sLo, sHi] = range([...steps.map((p) => p.step), ...epochs.map((e) => e.step)])
   const [lLo, lHi] = range([...steps.map((p) => p.loss), ...epochs.map((e) => e.loss)])
-  const [eLo, eHi] = range(h.epochs.map((e) => e.epoch))
+  const scored = h.epochs.flatMap((e) =>
+    e.valDice === undefined ? [] : [[e.epoch, e.valDice] as const],
+  )
+  const [eLo, eHi] = range(scored.map(([epoch]) => epoch))
   const loss = panel(
     0,
     'Training loss',
@@ -112,20 +117,23 @@ export const trainingPlot = (h: PlotHistory): string => {
       { points: epochs.map((e) => [e.step, e.loss]), colour: '#c33', name: 'epoch mean' },
     ],
   )
-  const dice = panel(
-    PANEL.width,
-    'Validation Dice (mean foreground)',
-    'epoch',
-    niceAxis(Math.min(0, eLo), eHi),
-    { min: 0, max: 1, ticks: [0, 0.2, 0.4, 0.6, 0.8, 1] },
-    [{ points: h.epochs.map((e) => [e.epoch, e.valDice]), colour: '#36c', name: 'val Dice' }],
-  )
-  const width = 2 * PANEL.width
+  const dice =
+    h.epochs.length > 0 && scored.length === 0
+      ? undefined
+      : panel(
+          PANEL.width,
+          'Validation Dice (mean foreground)',
+          'epoch',
+          niceAxis(Math.min(0, eLo), eHi),
+          { min: 0, max: 1, ticks: [0, 0.2, 0.4, 0.6, 0.8, 1] },
+          [{ points: scored, colour: '#36c', name: 'val Dice' }],
+        )
+  const width = (dice === undefined ? 1 : 2) * PANEL.width
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${PANEL.height}" viewBox="0 0 ${width} ${PANEL.height}" font-family="sans-serif" font-size="11">`,
     `<rect width="${width}" height="${PANEL.height}" fill="white"/>`,
     loss,
-    dice,
+    ...(dice === undefined ? [] : [dice]),
     '</svg>',
     '',
   ].join('\n')

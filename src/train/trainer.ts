@@ -14,13 +14,15 @@
  * Validation, as the field evaluates: every slice of a validation volume through the
  * network in inference mode, class probabilities mapped back to the native grid
  * (`fromNetworkGrid`, bilinear), argmax, 3D Dice per foreground class (metrics.ts), mean
- * over volumes; `valDice` is the mean over classes.
+ * over volumes; `valDice` is the mean over classes. Without validation volumes (a fine-tune on
+ * a few scribbled scans often has no labels) nothing is scored: the epoch lines have no
+ * valDice, `best.ckpt` is the last epoch's and `best` and `validation` stay null.
  *
  * The run folder: `metrics.jsonl` (a step line every `logEvery` steps with the mean loss
  * and terms since the last one; an epoch line per epoch:
  * `{"epoch":12,"step":...,"loss":...,"valDice":0.87,"valClassDice":{"RV":...},"seconds":...}`),
  * `plot.svg` (rewritten each epoch), `last.ckpt` (each epoch and when stopped) and
- * `best.ckpt` (best valDice so far).
+ * `best.ckpt` (best valDice so far; the last epoch without validation).
  *
  * @example
  * const outcome = await train({ config, train: slices, val: volumes, runDir: 'runs/a', resume: false })()
@@ -86,6 +88,7 @@ export const Progress = t.type({
   windowSums: Sums,
   /** Seconds spent on the epoch under way. */
   seconds: t.number,
+  /** The epoch of best valDice so far; null before the first and without validation volumes. */
   best: t.union([t.null, t.type({ epoch: t.number, valDice: t.number })]),
   /** The latest validation (of the weights in this checkpoint when it ends an epoch). */
   validation: t.union([t.null, Validation]),
@@ -95,6 +98,7 @@ export type Progress = t.TypeOf<typeof Progress>
 export interface TrainInputs {
   readonly config: TrainConfig
   readonly train: readonly TrainingSlice[]
+  /** May be empty: then nothing is scored and the last epoch counts as best. */
   readonly val: readonly ValidationVolume[]
   readonly runDir: string
   /** Continue from `runDir/last.ckpt`. */
@@ -116,8 +120,9 @@ export interface EpochLine {
   readonly lr: number
   readonly loss: number
   readonly terms: Readonly<Record<string, number>>
-  readonly valDice: number
-  readonly valClassDice: Readonly<Record<string, number>>
+  /** Absent without validation volumes. */
+  readonly valDice?: number
+  readonly valClassDice?: Readonly<Record<string, number>>
   readonly seconds: number
   readonly secondsPerStep: number
 }
@@ -283,11 +288,17 @@ const metricsUpTo = async (path: string, step: number): Promise<Record<string, n
     .filter((r) => typeof r.step === 'number' && r.step <= step)
 }
 
+/** Epoch lines are those with a duration (step lines have none; valDice may be absent). */
+const isEpochLine = (r: Readonly<Record<string, number>>): boolean => r.seconds !== undefined
+
 const historyOf = (lines: readonly Record<string, number>[]): PlotHistory => ({
-  steps: lines.filter((r) => r.valDice === undefined).map((r) => ({ step: r.step, loss: r.loss })),
-  epochs: lines
-    .filter((r) => r.valDice !== undefined)
-    .map((r) => ({ epoch: r.epoch, step: r.step, loss: r.loss, valDice: r.valDice })),
+  steps: lines.filter((r) => !isEpochLine(r)).map((r) => ({ step: r.step, loss: r.loss })),
+  epochs: lines.filter(isEpochLine).map((r) => ({
+    epoch: r.epoch,
+    step: r.step,
+    loss: r.loss,
+    ...(r.valDice === undefined ? {} : { valDice: r.valDice }),
+  })),
 })
 
 const round = (x: number, digits = 6) => Number(x.toPrecision(digits))
@@ -347,12 +358,18 @@ const outcome = (status: TrainOutcome['status'], p: Progress): TrainOutcome => (
 const rounded = (r: Readonly<Record<string, number>>) =>
   Object.fromEntries(Object.entries(r).map(([k, x]) => [k, round(x)]))
 
+const describeDice = (line: EpochLine): string =>
+  line.valDice === undefined || line.valClassDice === undefined
+    ? ''
+    : `, val Dice ${line.valDice.toFixed(3)} (` +
+      Object.entries(line.valClassDice)
+        .map(([k, x]) => `${k} ${x.toFixed(3)}`)
+        .join(', ') +
+      ')'
+
 const describe = (line: EpochLine, epochs: number, improved: boolean): string =>
-  `epoch ${line.epoch}/${epochs}: loss ${line.loss.toFixed(4)}, val Dice ${line.valDice.toFixed(3)} (` +
-  Object.entries(line.valClassDice)
-    .map(([k, x]) => `${k} ${x.toFixed(3)}`)
-    .join(', ') +
-  `), ${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}`
+  `epoch ${line.epoch}/${epochs}: loss ${line.loss.toFixed(4)}${describeDice(line)}, ` +
+  `${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}`
 
 /** Trains (or resumes) a run; see the module comment. Left: a one-line reason. */
 export const train =
@@ -365,7 +382,6 @@ export const train =
       return E.left(
         `${inputs.train.length} training slices are fewer than one batch of ${config.batch}`,
       )
-    if (inputs.val.length === 0) return E.left('no validation volumes')
     const [width, height] = config.input.size
     const wrongSize = inputs.train.find((s) => s.image.length !== width * height)
     if (wrongSize)
@@ -398,6 +414,8 @@ export const train =
     const { history } = begun.right
     const passes = inputs.passes ?? inProcess(spec)
     const log = inputs.log ?? (() => {})
+    const scored = inputs.val.length > 0
+    if (!scored) log('no validation set: keeping the last epoch as best')
     const record = async (line: Record<string, unknown>) => {
       history.push(line as Record<string, number>)
       await appendFile(metricsPath, `${JSON.stringify(line)}\n`)
@@ -479,7 +497,9 @@ export const train =
             return E.right(outcome('stopped', progress))
           }
         }
-        const v = await validate(spec, state.params, inputs.val, config.classes, config.batch)
+        const v = scored
+          ? await validate(spec, state.params, inputs.val, config.classes, config.batch)
+          : undefined
         const seconds = performance.now() / 1000 - started
         const m = means(progress.epochSums)
         const line: EpochLine = {
@@ -488,26 +508,25 @@ export const train =
           lr: round(adam(progress.step - 1).learningRate),
           loss: round(m.loss),
           terms: rounded(m.terms),
-          valDice: round(v.valDice),
-          valClassDice: rounded(v.classes),
+          ...(v ? { valDice: round(v.valDice), valClassDice: rounded(v.classes) } : {}),
           seconds: round(seconds, 4),
           secondsPerStep: round(seconds / perEpoch, 4),
         }
         const { terms: epochTerms, ...rest } = line
         await record({ ...rest, ...epochTerms })
         await writeFileAtomic(join(runDir, PLOT_FILE), trainingPlot(historyOf(history)))
-        const validation = { epoch: epoch + 1, ...v }
-        const improved = progress.best === null || v.valDice > progress.best.valDice
+        const improved =
+          v !== undefined && (progress.best === null || v.valDice > progress.best.valDice)
         progress = {
           ...progress,
           epoch: epoch + 1,
           stepInEpoch: 0,
           epochSums: emptySums(),
           seconds: 0,
-          validation,
+          validation: v ? { epoch: epoch + 1, ...v } : null,
           best: improved ? { epoch: epoch + 1, valDice: v.valDice } : progress.best,
         }
-        if (improved) {
+        if (improved || !scored) {
           const saved = await checkpoint('best')
           if (E.isLeft(saved)) return saved
         }

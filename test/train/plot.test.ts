@@ -43,3 +43,17 @@ t.test('an empty or one-epoch history still draws', async (t) => {
   t.match(one, /<circle /)
   t.notMatch(one, /NaN/)
 })
+
+t.test('a run without validation: the loss panel alone, no Dice curve', async (t) => {
+  const svg = trainingPlot({
+    steps: [{ step: 10, loss: 1.2 }],
+    epochs: [
+      { epoch: 1, step: 20, loss: 1.1 },
+      { epoch: 2, step: 40, loss: 0.7 },
+    ],
+  })
+  t.match(svg, /^<svg [^>]*width="380" height="240"/, 'one panel wide')
+  t.notMatch(svg, /Validation Dice|val Dice/)
+  t.equal(polyline(svg, 1).length, 2, 'the epoch means are still drawn')
+  t.equal([...svg.matchAll(/<polyline /g)].length, 2)
+})

@@ -19,6 +19,7 @@ import {
   learningRate,
   train,
   validate,
+  type EpochLine,
   type TrainInputs,
 } from '../../src/train/trainer.ts'
 
@@ -207,6 +208,64 @@ t.test('the run folder holds metrics, a plot and both checkpoints', async (t) =>
   })
 })
 
+t.test('without validation volumes the last epoch is kept as best, unscored', async (t) => {
+  await use('cpu')
+  const dir = await tempDir(t)
+  const { train: slices } = await prepared(tiny)
+  const log: string[] = []
+  const epochs: EpochLine[] = []
+  const out = await train({
+    config: tiny,
+    train: slices,
+    val: [],
+    runDir: dir,
+    resume: false,
+    log: (l) => log.push(l),
+    onEpoch: (l) => epochs.push(l),
+  })()
+  t.same(E.isRight(out) && out.right, {
+    status: 'finished',
+    epoch: 2,
+    step: 8,
+    best: null,
+    validation: null,
+  })
+  t.equal(log[0], 'no validation set: keeping the last epoch as best')
+  t.match(log[1], /^epoch 1\/2: loss \d\.\d{4}, \d+\.\ds$/)
+  t.notOk(
+    log.some((l) => /Dice|best so far/.test(l)),
+    'no score and no "best so far" in the log',
+  )
+  t.same(
+    epochs.map((l) => 'valDice' in l || 'valClassDice' in l),
+    [false, false],
+  )
+  const ls = await lines(dir)
+  t.same(
+    ls.map((l) => [l.step, 'seconds' in l]),
+    [
+      [3, false],
+      [4, true],
+      [6, false],
+      [8, true],
+    ],
+    'a step line every 3 steps, an epoch line every 4',
+  )
+  t.notOk(
+    ls.some((l) => 'valDice' in l || 'valClassDice' in l),
+    'metrics.jsonl has no validation score',
+  )
+  t.same(
+    await readFile(join(dir, CHECKPOINTS.best)),
+    await readFile(join(dir, CHECKPOINTS.last)),
+    'best.ckpt is last.ckpt, byte for byte',
+  )
+  const plot = await readFile(join(dir, PLOT_FILE), 'utf8')
+  t.match(plot, /Training loss/)
+  t.notMatch(plot, /Validation Dice/, 'the plot has no Dice panel')
+  t.equal((plot.match(/<polyline /g) ?? []).length, 2, 'logged steps and epoch means only')
+})
+
 t.test('runs that cannot start say why in one line', async (t) => {
   await use('cpu')
   const data = await prepared(tiny)
@@ -217,7 +276,6 @@ t.test('runs that cannot start say why in one line', async (t) => {
     await run({ train: data.train.slice(0, 1) }),
     E.left('1 training slices are fewer than one batch of 2'),
   )
-  t.same(await run({ val: [] }), E.left('no validation volumes'))
   t.same(await run({ resume: true }), E.left(`no checkpoint at ${join(dir, CHECKPOINTS.last)}`))
   t.ok(E.isRight(await run({ config: { ...tiny, epochs: 1 } })))
   t.same(
@@ -236,7 +294,7 @@ t.test('the smoke recipe learns the phantoms: validation Dice well above chance'
     ...(await prepared(config)),
     runDir: dir,
     resume: false,
-    onEpoch: (l) => dice.push(l.valDice),
+    onEpoch: (l) => dice.push(l.valDice ?? NaN),
   })()
   t.ok(E.isRight(out))
   t.ok(dice[0] < 0.3, `after one epoch ${dice[0].toFixed(3)}`)

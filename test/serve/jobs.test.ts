@@ -7,70 +7,23 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { cp, mkdir, readFile, readdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { createApp } from '../../src/serve/app.ts'
-import {
-  growingRegistry,
-  openJobs,
-  workerRunner,
-  type Job,
-  type JobRunner,
-  type JobWork,
-} from '../../src/serve/jobs.ts'
+import type { Job } from '../../src/serve/jobs.ts'
 import { parseModelCard } from '../../src/serve/model-card.ts'
-import { loadRegistry } from '../../src/serve/models.ts'
-import { directoryStore, listen } from '../../src/serve/node.ts'
-import { createSession } from '../../src/serve/runtime.ts'
 import { encodeNifti } from '../../src/volume/nifti.ts'
 import { withData } from '../../src/volume/volume.ts'
+import {
+  base64,
+  gatedRunner,
+  getJob,
+  jobEvents,
+  phantomUpload,
+  postFinetune,
+  serveJobs,
+  until,
+} from '../helpers/jobs-server.ts'
 import { smallPhantom } from '../helpers/scans.ts'
-import { tinyModelDir } from '../helpers/serve-fixtures.ts'
-
-const sessions = (b: Uint8Array) => createSession(b, { runtime: 'web', threads: 1 })
-
-/** A models folder with `tiny` (UNet base 4, 32 px at 6 mm) and a server with jobs over it. */
-const serve = async (
-  t: Test,
-  o: {
-    runner?: JobRunner
-    jobsDir?: string
-    root?: string
-    limits?: object
-  } = {},
-) => {
-  const root = o.root ?? t.testdir()
-  const modelsDir = join(root, 'models')
-  if (o.root === undefined) {
-    await mkdir(modelsDir)
-    await tinyModelDir(modelsDir, { input: { spacing: [6, 6], size: [32, 32] } })
-  }
-  const loaded = await loadRegistry(directoryStore(modelsDir), sessions)()
-  if (E.isLeft(loaded)) throw new Error(loaded.left)
-  const models = growingRegistry(loaded.right)
-  const lines: string[] = []
-  const jobsDir = o.jobsDir ?? join(modelsDir, '.jobs')
-  const jobs = await openJobs({
-    registry: models,
-    modelsDir,
-    jobsDir,
-    createSession: sessions,
-    runner: o.runner ?? workerRunner('wasm'),
-    limits: o.limits,
-    log: (l) => lines.push(l),
-  })
-  const app = createApp({
-    models,
-    extend: jobs.routes,
-    log: () => {},
-  })
-  const server = await listen(app, { port: 0 })
-  t.teardown(async () => {
-    await jobs.idle()
-    await server.close()
-    await models.release()
-  })
-  return { server, jobs, models, modelsDir, jobsDir, root, lines }
-}
 
 /** The folders in the jobs folder: the uploads of the jobs that still have them. */
 const folders = async (dir: string) =>
@@ -78,17 +31,6 @@ const folders = async (dir: string) =>
     .filter((d) => d.isDirectory())
     .map((d) => d.name)
     .sort()
-
-/** Phantom `seed` as NIfTI bytes: image and scribble (values changed by `scribble` if given). */
-const volume = (seed: number, scribble?: (v: number) => number) => {
-  const c = smallPhantom(seed)
-  return {
-    image: encodeNifti(c.image, { gzip: true }),
-    scribble: encodeNifti(
-      scribble ? withData(c.scribble, c.scribble.data.map(scribble)) : c.scribble,
-    ),
-  }
-}
 
 const multipart = (
   volumes: readonly { image: Uint8Array; scribble: Uint8Array }[],
@@ -107,72 +49,11 @@ const multipart = (
   return form
 }
 
-const base64 = (b: Uint8Array) => Buffer.from(b).toString('base64')
-
-const post = (url: string, body: FormData | object, headers: Record<string, string> = {}) =>
-  fetch(`${url}/v1/models/tiny/finetune`, {
-    method: 'POST',
-    body: body instanceof FormData ? body : JSON.stringify(body),
-    headers:
-      body instanceof FormData ? headers : { 'content-type': 'application/json', ...headers },
-  })
-
-const job = async (url: string, id: string) =>
-  (await (await fetch(`${url}/v1/jobs/${id}`)).json()) as Job
-
-/** The server-sent events of a job until it ends: [event, job] pairs. */
-const events = async (url: string, id: string) => {
-  const response = await fetch(`${url}/v1/jobs/${id}/events`)
-  const text = await response.text()
-  return text
-    .split('\n\n')
-    .filter((block) => block.trim() !== '')
-    .map((block) => {
-      const field = (name: string) =>
-        block
-          .split('\n')
-          .find((l) => l.startsWith(`${name}: `))
-          ?.slice(name.length + 2) ?? ''
-      return [field('event'), JSON.parse(field('data')) as Job] as const
-    })
-}
-
-const until = async (f: () => boolean | Promise<boolean>, what: string) => {
-  for (let i = 0; i < 500; i++) {
-    if (await f()) return
-    await new Promise((r) => setTimeout(r, 20))
-  }
-  throw new Error(`timed out waiting for ${what}`)
-}
-
-/** A runner that reports a step, then waits to be told to finish (with the parent's bytes) or fail. */
-const gated = () => {
-  const gates = new Map<string, (why?: string) => void>()
-  const runner: JobRunner = (work: JobWork, report) =>
-    new Promise((resolve, reject) => {
-      report({ stage: 'training', steps: 4, step: 1, epoch: 0 })
-      gates.set(work.id, (why) => {
-        if (why !== undefined) return reject(new Error(why))
-        void readFile(work.parent.onnx).then((onnx) =>
-          resolve({
-            onnx: new Uint8Array(onnx),
-            card: { ...work.parent.card, name: work.name, parent: work.parent.card.name },
-          }),
-        )
-      })
-    })
-  const release = async (id: string, why?: string) => {
-    await until(() => gates.has(id), `job ${id} to start`)
-    gates.get(id)?.(why)
-  }
-  return { runner, release }
-}
-
 t.test('queued, running, done: the new model is listed and segments', async (t) => {
-  const gate = gated()
-  const { server, modelsDir, jobsDir } = await serve(t, { runner: gate.runner })
-  const v = volume(10)
-  const a = await post(server.url, {
+  const gate = gatedRunner()
+  const { server, modelsDir, jobsDir } = await serveJobs(t, { runner: gate.runner })
+  const v = phantomUpload(10)
+  const a = await postFinetune(server.url, {
     volumes: [{ image: base64(v.image), scribble: base64(v.scribble) }],
     epochs: 3,
     name: 'tiny-lge',
@@ -187,9 +68,9 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
     volumes: 1,
     options: { epochs: 3, freeze: 'none' },
   })
-  const b = await post(
+  const b = await postFinetune(
     server.url,
-    multipart([volume(11), volume(12)], { epochs: '2', freeze: 'encoder' }),
+    multipart([phantomUpload(11), phantomUpload(12)], { epochs: '2', freeze: 'encoder' }),
   )
   t.equal(b.status, 202)
   const second = (await b.json()) as Job
@@ -197,14 +78,14 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
   t.match(second.options, { epochs: 2, freeze: 'encoder' })
 
   await until(
-    async () => (await job(server.url, first.id)).state === 'running',
+    async () => (await getJob(server.url, first.id)).state === 'running',
     'the first job to run',
   )
-  t.match(await job(server.url, first.id), {
+  t.match(await getJob(server.url, first.id), {
     state: 'running',
     progress: { stage: 'training', step: 1, steps: 4 },
   })
-  t.equal((await job(server.url, second.id)).state, 'queued', 'one job at a time')
+  t.equal((await getJob(server.url, second.id)).state, 'queued', 'one job at a time')
   t.same(
     await readdir(join(jobsDir, first.id)),
     ['volume1_image.nii.gz', 'volume1_scribble.nii'],
@@ -229,7 +110,7 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
   )
   aborted.abort()
   await gate.release(first.id)
-  const seen = await events(server.url, first.id)
+  const seen = await jobEvents(server.url, first.id)
   t.equal(seen.at(-1)?.[0], 'done')
   t.match(seen.at(-1)?.[1], { state: 'done', progress: { stage: 'finished' }, error: null })
   t.same(await folders(jobsDir), [second.id], 'a done job leaves no uploads')
@@ -253,10 +134,13 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
   t.equal(segmented.status, 200)
   t.match(await segmented.json(), { model: 'tiny-lge', shape: [40, 40, 3] })
 
-  await until(async () => (await job(server.url, second.id)).state === 'running', 'the second job')
+  await until(
+    async () => (await getJob(server.url, second.id)).state === 'running',
+    'the second job',
+  )
   await gate.release(second.id, 'the trainer ran out of memory')
-  await until(async () => (await job(server.url, second.id)).state === 'failed', 'the failure')
-  t.match(await job(server.url, second.id), {
+  await until(async () => (await getJob(server.url, second.id)).state === 'failed', 'the failure')
+  t.match(await getJob(server.url, second.id), {
     error: 'the trainer ran out of memory',
     finishedAt: String,
   })
@@ -269,14 +153,14 @@ t.test('queued, running, done: the new model is listed and segments', async (t) 
 })
 
 t.test('a real fine-tune on a worker thread; bad scribble values fail the job', async (t) => {
-  const { server, jobsDir, lines } = await serve(t)
-  const r = await post(
+  const { server, jobsDir, lines } = await serveJobs(t)
+  const r = await postFinetune(
     server.url,
-    multipart([volume(10), volume(11)], { epochs: '1', name: 'tiny-real' }),
+    multipart([phantomUpload(10), phantomUpload(11)], { epochs: '1', name: 'tiny-real' }),
   )
   t.equal(r.status, 202)
   const { id } = (await r.json()) as Job
-  const seen = await events(server.url, id)
+  const seen = await jobEvents(server.url, id)
   const last = seen.at(-1)!
   t.equal(last[0], 'done', JSON.stringify(last[1].error))
   t.ok(
@@ -295,17 +179,17 @@ t.test('a real fine-tune on a worker thread; bad scribble values fail the job', 
   })
   const segmented = await fetch(`${server.url}/v1/models/tiny-real/segment`, {
     method: 'POST',
-    body: volume(12).image as Uint8Array<ArrayBuffer>,
+    body: phantomUpload(12).image as Uint8Array<ArrayBuffer>,
   })
   t.equal(segmented.status, 200)
   t.same(await folders(jobsDir), [], 'no uploads or checkpoints left')
 
-  const bad = await post(
+  const bad = await postFinetune(
     server.url,
-    multipart([volume(10, (v) => (v === 2 ? 9 : v))], { epochs: '1' }),
+    multipart([phantomUpload(10, (v) => (v === 2 ? 9 : v))], { epochs: '1' }),
   )
   t.equal(bad.status, 202, 'the request is well formed; its scribble values are checked by the job')
-  const failed = (await events(server.url, ((await bad.json()) as Job).id)).at(-1)!
+  const failed = (await jobEvents(server.url, ((await bad.json()) as Job).id)).at(-1)!
   t.equal(failed[0], 'failed')
   t.equal(
     failed[1].error,
@@ -318,16 +202,16 @@ t.test('a real fine-tune on a worker thread; bad scribble values fail the job', 
 t.test(
   'a restart marks running jobs failed, never half-registered, and runs the queued',
   async (t) => {
-    const first = gated()
-    const before = await serve(t, { runner: first.runner })
+    const first = gatedRunner()
+    const before = await serveJobs(t, { runner: first.runner })
     const { modelsDir, root } = before
     const submitted: Job[] = []
     for (const name of ['cut-short', 'written', 'waiting']) {
-      const r = await post(before.server.url, multipart([volume(10)], { name }))
+      const r = await postFinetune(before.server.url, multipart([phantomUpload(10)], { name }))
       submitted.push((await r.json()) as Job)
     }
     await until(
-      async () => (await job(before.server.url, submitted[0].id)).state === 'running',
+      async () => (await getJob(before.server.url, submitted[0].id)).state === 'running',
       'a job to run',
     )
     // The server stops here, as its jobs folder says: the first job running, the others
@@ -355,14 +239,14 @@ t.test(
     for (const j of submitted) await first.release(j.id, 'stopped')
     await before.jobs.idle()
 
-    const second = gated()
-    const restarted = await serve(t, { runner: second.runner, root, jobsDir: after })
+    const second = gatedRunner()
+    const restarted = await serveJobs(t, { runner: second.runner, root, jobsDir: after })
     const states = () =>
-      Promise.all(submitted.map(async (j) => (await job(restarted.server.url, j.id)).state))
+      Promise.all(submitted.map(async (j) => (await getJob(restarted.server.url, j.id)).state))
     t.same((await states()).slice(0, 2), ['failed', 'done'])
     await until(async () => (await states())[2] === 'running', 'the queued job to run again')
     t.equal(
-      (await job(restarted.server.url, submitted[0].id)).error,
+      (await getJob(restarted.server.url, submitted[0].id)).error,
       'the server stopped while the job ran; send it again',
     )
     t.notOk((await readdir(modelsDir)).includes('cut-short.onnx'), 'no orphan ONNX file is left')
@@ -376,7 +260,7 @@ t.test(
     t.same(await folders(after), ['notes'])
     const segmented = await fetch(`${restarted.server.url}/v1/models/waiting/segment`, {
       method: 'POST',
-      body: volume(12).image as Uint8Array<ArrayBuffer>,
+      body: phantomUpload(12).image as Uint8Array<ArrayBuffer>,
     })
     t.equal(segmented.status, 200, 'the new model segments without its job folder')
     const listed = (await (await fetch(`${restarted.server.url}/v1/models`)).json()) as {
@@ -387,13 +271,13 @@ t.test(
 )
 
 t.test('every bad request is a 4xx with a reason', async (t) => {
-  const gate = gated()
-  const { server, jobs, models } = await serve(t, {
+  const gate = gatedRunner()
+  const { server, jobs, models } = await serveJobs(t, {
     runner: gate.runner,
     limits: { maxPending: 1, maxEpochs: 50 },
   })
-  const v = volume(10)
-  const json = (o: object) => post(server.url, o)
+  const v = phantomUpload(10)
+  const json = (o: object) => postFinetune(server.url, o)
   const ok = { volumes: [{ image: base64(v.image), scribble: base64(v.scribble) }] }
   const other = smallPhantom(11)
   const wide = encodeNifti(withData({ ...other.scribble, dims: [20, 80, 3] }, other.scribble.data))
@@ -460,7 +344,7 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     ],
     [
       'unpaired',
-      post(
+      postFinetune(
         server.url,
         (() => {
           const f = multipart([v])
@@ -473,7 +357,7 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     ],
     [
       'text for a file',
-      post(
+      postFinetune(
         server.url,
         (() => {
           const f = new FormData()
@@ -492,7 +376,7 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     ],
     [
       'epochs text',
-      post(server.url, multipart([v], { epochs: 'many' })),
+      postFinetune(server.url, multipart([v], { epochs: 'many' })),
       400,
       /^bad request: epochs/,
     ],

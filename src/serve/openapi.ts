@@ -371,7 +371,7 @@ export const openApiDocument = (o: OpenApiOptions) => ({
       post: {
         summary: 'Fine-tune a model on scribbled volumes, as a job',
         description:
-          'The request is checked in full (API key, size and voxel limits as for segment, each volume decoded, dims matched, options) before the job exists; the job then runs on the server, one at a time, and when done adds the new model (its card names the parent) to /v1/models. The server limits the volumes a job (413 beyond) and the jobs waiting (429 beyond).',
+          'The request is checked in full (API key, size and voxel limits as for segment, each volume decoded, dims matched, options) before the job exists; the job then runs on the server, one at a time, and when done adds the new model (its card names the parent) to /v1/models. The server limits the volumes per job (413 beyond), the epochs (400 beyond) and the jobs waiting or running (429 beyond).',
         parameters: [{ $ref: '#/components/parameters/name' }],
         requestBody: {
           required: true,

@@ -1,8 +1,9 @@
 /**
  * What a `maco` subcommand is: a name, its help text, its options (node:util parseArgs
  * config) and a run function. A command reports bad usage or bad input by throwing
- * `usageError`/`inputError` (exit 2) or `runFailed` (exit 1); `main.ts` turns each into one
- * line on stderr, never a stack trace.
+ * `usageError`/`inputError` (exit 2), `runFailed` (exit 1) or `interrupted` (exit 130: the
+ * user's Ctrl-C stopped it, the shell's code for SIGINT); `main.ts` turns each into one line
+ * on stderr, never a stack trace, and nothing else ends the process.
  *
  * @example
  * export const hello: Command = {
@@ -40,7 +41,7 @@ export interface Command {
 export class CliError extends Error {
   constructor(
     message: string,
-    readonly exitCode: 1 | 2,
+    readonly exitCode: 1 | 2 | 130,
   ) {
     super(message)
   }
@@ -52,6 +53,30 @@ export const usageError = (message: string): CliError => new CliError(message, 2
 export const inputError = (message: string): CliError => new CliError(message, 2)
 /** The run itself failed: exit 1. */
 export const runFailed = (message: string): CliError => new CliError(message, 1)
+/** Ctrl-C stopped the run (what to do next in `message`): exit 130, as a shell gives SIGINT. */
+export const interrupted = (message: string): CliError => new CliError(message, 130)
+
+/**
+ * Runs `work` with a first Ctrl-C asking it to stop (it polls `stopRequested`, e.g. after
+ * each training step, and returns what it has) rather than ending the process. The handler
+ * is removed once it fires, so a second Ctrl-C gets the default: the process ends at once.
+ */
+export const stoppableByCtrlC = async <A>(
+  io: CommandIO,
+  work: (stopRequested: () => boolean) => Promise<A>,
+): Promise<A> => {
+  let stop = false
+  const onSigint = () => {
+    stop = true
+    io.err('\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n')
+  }
+  process.once('SIGINT', onSigint)
+  try {
+    return await work(() => stop)
+  } finally {
+    process.off('SIGINT', onSigint)
+  }
+}
 
 /** A string option, or a usage error naming it when absent. */
 export const requireString = (args: Parsed, name: string): string => {

@@ -7,7 +7,9 @@
  * labelled scans `scan_label.nii.gz` without scribbles validate), or a pipeline's recipe
  * (`--pipeline pipelines/mscmr.ts --recipe cpu`). The network and its input grid are the
  * parent's; the classes are the data's (another count gets a new output layer, said on
- * stderr). Ctrl-C writes a checkpoint and exits 130; `--resume` continues.
+ * stderr). Without labelled volumes nothing is scored: the last epoch is kept and the card
+ * says no validation Dice was measured. Ctrl-C writes a checkpoint and exits 130;
+ * `--resume` continues.
  *
  * @example
  * maco finetune --from models/acdc.onnx --data scans/lge --epochs 20 -o models/acdc-lge.onnx
@@ -46,10 +48,12 @@ import { writeFileAtomic } from '../util/atomic.ts'
 import {
   flag,
   inputError,
+  interrupted,
   numberOption,
   optionalString,
   requireString,
   runFailed,
+  stoppableByCtrlC,
   usageError,
   type Command,
   type CommandIO,
@@ -150,27 +154,6 @@ const describeDice = (dice: Readonly<Record<string, number>>): string =>
 const meanOf = (dice: Readonly<Record<string, number>>): number => {
   const values = Object.values(dice)
   return values.reduce((a, b) => a + b, 0) / Math.max(values.length, 1)
-}
-
-/** Trains with Ctrl-C stopping after the step under way; a second Ctrl-C quits at once. */
-const trainInterruptibly = async (
-  run: (stopRequested: () => boolean) => Promise<E.Either<string, Finetuned>>,
-  io: CommandIO,
-): Promise<Finetuned> => {
-  let stop = false
-  const onSigint = () => {
-    if (stop) process.exit(130)
-    stop = true
-    io.err('\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n')
-  }
-  process.on('SIGINT', onSigint)
-  try {
-    const r = await run(() => stop)
-    if (E.isLeft(r)) throw runFailed(r.left)
-    return r.right
-  } finally {
-    process.off('SIGINT', onSigint)
-  }
 }
 
 export const finetuneCommand: Command = {
@@ -289,22 +272,21 @@ export const finetuneCommand: Command = {
       log: (line: string) => io.err(`${line}\n`),
       onStep: () => steps.tick(),
     }
-    let result: Finetuned
+    let trained: E.Either<string, Finetuned>
     try {
-      result = await trainInterruptibly(
-        (stopRequested) => (resume ? resumeFinetune : finetune)({ ...inputs, stopRequested })(),
-        io,
+      trained = await stoppableByCtrlC(io, (stopRequested) =>
+        (resume ? resumeFinetune : finetune)({ ...inputs, stopRequested })(),
       )
     } finally {
       await passes.close()
     }
+    if (E.isLeft(trained)) throw runFailed(trained.left)
+    const result = trained.right
     steps.done()
-    if (result.outcome.status === 'stopped') {
-      io.err(
-        `stopped after step ${result.outcome.step}; continue with the same options and --resume (run folder ${runDir})\n`,
+    if (result.outcome.status === 'stopped')
+      throw interrupted(
+        `stopped after step ${result.outcome.step}; continue with the same options and --resume (run folder ${runDir})`,
       )
-      process.exit(130)
-    }
     const model = await finetunedModel(name, result)()
     if (E.isLeft(model)) throw runFailed(model.left)
     const cardPath = join(dirname(out), `${basename(out).replace(/\.onnx$/i, '')}.json`)
@@ -339,9 +321,9 @@ export const finetuneCommand: Command = {
                 `parent ${parent.right.name}: val Dice ${meanOf(before).toFixed(3)} (${describeDice(before)})`,
               ]
             : []),
-          ...(validation
-            ? [`${name}: val Dice ${meanOf(validation).toFixed(3)} (${describeDice(validation)})`]
-            : []),
+          validation
+            ? `${name}: val Dice ${meanOf(validation).toFixed(3)} (${describeDice(validation)})`
+            : `${name}: no validation Dice (no labelled volumes)`,
           '',
         ].join('\n'),
       )

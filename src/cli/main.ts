@@ -1,7 +1,7 @@
 /**
  * `maco`: the command-line entry. Parses `maco COMMAND [options]`, prints help, runs the
  * command and maps its outcome to an exit code: 0 success, 1 failed run, 2 bad usage or
- * bad input, always with a one-line reason on stderr.
+ * bad input, 130 stopped by Ctrl-C, always with a one-line reason on stderr.
  */
 import { parseArgs } from 'node:util'
 import { CliError, type Command, type CommandIO } from './command.ts'

@@ -2,7 +2,8 @@
  * `maco train PIPELINE.ts`: trains a recipe of a pipeline module (a `.ts` file exporting
  * `recipes`, see src/train/recipe.ts) into a run folder: `config.json` (what was run),
  * checkpoints, `metrics.jsonl` and `plot.svg`. Ctrl-C finishes the step under way, writes
- * a resumable checkpoint and exits 130; `--resume` continues exactly where it stopped.
+ * a resumable checkpoint and exits 130 (an `interrupted` CLI error); `--resume` continues
+ * exactly where it stopped.
  *
  * @example
  * maco train pipelines/acdc.ts --recipe cpu --out runs/acdc-cpu
@@ -41,10 +42,12 @@ import { writeFileAtomic } from '../util/atomic.ts'
 import {
   flag,
   inputError,
+  interrupted,
   numberOption,
   optionalString,
   positionals,
   runFailed,
+  stoppableByCtrlC,
   usageError,
   type Command,
   type CommandIO,
@@ -191,7 +194,8 @@ const stepBars = (io: CommandIO, epochs: number, perEpoch: number) => {
 
 /**
  * Lists and prepares the data, then trains; Ctrl-C asks the trainer to stop after the
- * step under way (a second Ctrl-C quits at once). Throws a CLI error on any failure.
+ * step under way (a second Ctrl-C quits at once). Throws a CLI error on any failure; a
+ * stopped run is an outcome (status 'stopped'), not an error.
  */
 export const runRecipe = async <C extends CaseRecord>(
   r: RunRequest<C>,
@@ -222,33 +226,27 @@ export const runRecipe = async <C extends CaseRecord>(
     io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
   const passes =
     r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
-  let stop = false
-  const onSigint = () => {
-    if (stop) process.exit(130)
-    stop = true
-    io.err('\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n')
-  }
-  process.on('SIGINT', onSigint)
   const perEpoch = stepsPerEpoch(training.right.length, config.batch)
   const bars = stepBars(io, config.epochs, perEpoch)
   try {
-    const outcome = await train({
-      config,
-      train: training.right,
-      val: validation.right,
-      runDir: r.runDir,
-      resume: r.resume,
-      origin: { recipe: r.recipeName, pipeline: r.pipeline, data: cases.right.data },
-      passes,
-      stopRequested: () => stop,
-      onStep: bars.onStep,
-      onEpoch: bars.done,
-      log: (line) => io.err(`${line}\n`),
-    })()
+    const outcome = await stoppableByCtrlC(io, (stopRequested) =>
+      train({
+        config,
+        train: training.right,
+        val: validation.right,
+        runDir: r.runDir,
+        resume: r.resume,
+        origin: { recipe: r.recipeName, pipeline: r.pipeline, data: cases.right.data },
+        passes,
+        stopRequested,
+        onStep: bars.onStep,
+        onEpoch: bars.done,
+        log: (line) => io.err(`${line}\n`),
+      })(),
+    )
     if (E.isLeft(outcome)) throw runFailed(outcome.left)
     return { ...outcome.right, data: cases.right.data }
   } finally {
-    process.off('SIGINT', onSigint)
     await passes.close()
   }
 }
@@ -400,12 +398,10 @@ export const trainCommand: Command = {
       { pipeline, recipeName: name, recipe, config, dataDir, runDir, resume, engine, workers },
       io,
     )
-    if (outcome.status === 'stopped') {
-      io.err(
-        `stopped after step ${outcome.step} (${outcome.epoch} of ${config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume\n`,
+    if (outcome.status === 'stopped')
+      throw interrupted(
+        `stopped after step ${outcome.step} (${outcome.epoch} of ${config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume`,
       )
-      process.exit(130)
-    }
     const summary = {
       runDir,
       recipe: name,
@@ -422,7 +418,7 @@ export const trainCommand: Command = {
     if (flag(args, 'json')) io.out(`${JSON.stringify(summary)}\n`)
     else
       io.out(
-        `trained ${outcome.epoch} epochs (${outcome.step} steps) in ${runDir}; best val Dice ${outcome.best?.valDice.toFixed(3)} at epoch ${outcome.best?.epoch}\n`,
+        `trained ${outcome.epoch} epochs (${outcome.step} steps) in ${runDir}; ${outcome.best ? `best val Dice ${outcome.best.valDice.toFixed(3)} at epoch ${outcome.best.epoch}` : 'no validation set: best.ckpt is the last epoch'}\n`,
       )
   },
 }

@@ -54,10 +54,11 @@ export const ModelCardCodec = t.intersection([
     onnx: t.type({ sha256 }),
   }),
   t.partial({
-    validation: t.intersection([
-      t.type({ dice: PerClass }),
-      t.partial({ hd95: PerClass, asd: PerClass, data: t.string }),
-    ]),
+    /**
+     * How the model scored on held-out volumes; without `dice` (a fine-tune on scribbles
+     * only), `data` says why none was measured.
+     */
+    validation: t.partial({ dice: PerClass, hd95: PerClass, asd: PerClass, data: t.string }),
     /** The model this one was fine-tuned from (its name). */
     parent: t.string,
   }),

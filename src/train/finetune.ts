@@ -28,10 +28,8 @@
  *
  * Validation: with labelled volumes the best epoch's weights are kept and its Dice goes on
  * the card; the parent's Dice on the same volumes (same classes only) is measured first.
- * Without labels (a user with scribbles only) the last epoch's weights are kept and the card
- * has no validation; the trainer still needs a validation set, so it scores a blank stand-in
- * whose score is never reported (left out of the log lines; the run folder's metrics.jsonl
- * holds it, as the trainer writes every epoch's score there).
+ * Without labels (a user with scribbles only) the trainer scores nothing and keeps the last
+ * epoch's weights, and the card says that no validation Dice was measured.
  *
  * @example
  * const parent = await loadParent('models/acdc.onnx')()                 // Right(Parent)
@@ -70,7 +68,6 @@ import { formatStageError, stage, type CaseRecord } from '../pipeline/stage.ts'
 import type { ModelCard } from '../serve/model-card.ts'
 import { parseModelCard } from '../serve/model-card.ts'
 import { sha256Hex } from '../serve/models.ts'
-import { preprocessPlan } from '../volume/preprocess.ts'
 import { realValues, type Volume } from '../volume/volume.ts'
 import { readCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.ts'
 import {
@@ -537,29 +534,6 @@ export const freezing = (passes: Passes, frozen: (name: string) => boolean): Pas
   close: () => passes.close(),
 })
 
-/**
- * The trainer needs validation volumes; without labels it scores this blank one-slice
- * volume, whose score is never reported (see the module comment).
- */
-const unscoredStandIn = (config: TrainConfig): ValidationVolume => {
-  const [w, h] = config.input.size
-  const spacing = [config.input.spacing[0], config.input.spacing[1], 1] as const
-  return {
-    case: 'unscored',
-    image: new Float32Array(w * h),
-    label: new Uint8Array(w * h),
-    dims: [w, h, 1],
-    spacing,
-    plan: preprocessPlan({ dims: [w, h], spacing }, config.input),
-  }
-}
-
-/** The trainer's epoch line without the stand-in's score, which means nothing. */
-const withoutScore =
-  (log: (line: string) => void) =>
-  (line: string): void =>
-    log(line.replace(/, val Dice [^)]*\)/, '').replace(/, best so far$/, ''))
-
 export interface FinetuneInputs {
   readonly parent: Parent
   readonly config: TrainConfig
@@ -583,7 +557,7 @@ export interface Finetuned {
   readonly config: TrainConfig
   readonly origin: RunOrigin
   readonly outcome: TrainOutcome
-  /** The weights kept: the best epoch's with labels, else the last. */
+  /** The weights kept: the best epoch's with labels, else the last (as stopped, when stopped). */
   readonly checkpoint: Checkpoint<Progress>
   /** The parent's Dice on the validation volumes (same classes and labels only). */
   readonly parentValidation: Omit<Validation, 'epoch'> | null
@@ -652,7 +626,6 @@ const runFinetune = async (
     notes.push(line)
     inputs.log?.(`note: ${line}`)
   }
-  const scored = inputs.val.length > 0
   let parentValidation: Finetuned['parentValidation'] = null
   if (!resume) {
     if (inputs.train.length === 0) return E.left('no training slices')
@@ -673,7 +646,7 @@ const runFinetune = async (
       weights = await calibrateBatchNorm(spec, weights, images, [n, h, w])
       note(`batch norm re-estimated from the folded ONNX weights on ${n} training slices`)
     }
-    if (scored && !start.newHead) {
+    if (inputs.val.length > 0 && !start.newHead) {
       const params = toParams(spec, weights)
       parentValidation = await validate(spec, params, inputs.val, config.classes, config.batch)
       tf.dispose(Object.values(params))
@@ -691,31 +664,30 @@ const runFinetune = async (
     const outcome = await train({
       config,
       train: inputs.train,
-      val: scored ? inputs.val : [unscoredStandIn(config)],
+      val: inputs.val,
       runDir,
       resume: true,
       passes,
       ...(inputs.stopRequested ? { stopRequested: inputs.stopRequested } : {}),
-      ...(inputs.log ? { log: scored ? inputs.log : withoutScore(inputs.log) } : {}),
+      ...(inputs.log ? { log: inputs.log } : {}),
       ...(inputs.onStep ? { onStep: inputs.onStep } : {}),
       ...(inputs.onEpoch ? { onEpoch: inputs.onEpoch } : {}),
     })()
     if (E.isLeft(outcome)) return outcome
+    // Without validation volumes the trainer's best is its last epoch; a stopped run may have
+    // no best yet, and is kept as it stopped (to resume).
     const kept = await readCheckpoint(
-      join(runDir, CHECKPOINTS[scored ? 'best' : 'last']),
+      join(runDir, CHECKPOINTS[outcome.right.status === 'finished' ? 'best' : 'last']),
       Progress,
     )()
     if (E.isLeft(kept)) return kept
-    const checkpoint = scored
-      ? kept.right
-      : { ...kept.right, meta: { ...kept.right.meta, validation: null, best: null } }
     return E.right({
       parent,
       spec,
       config,
       origin: kept.right.meta.origin,
       outcome: outcome.right,
-      checkpoint,
+      checkpoint: kept.right,
       parentValidation,
       notes,
     })
@@ -736,6 +708,9 @@ export const resumeFinetune =
   () =>
     runFinetune(inputs, true)
 
+/** What the card of a model fine-tuned without labelled volumes says instead of a Dice. */
+export const NOT_VALIDATED = 'none: no labelled volumes, so no validation Dice was measured'
+
 /** The fine-tuned model as ONNX bytes and its card (lineage in `parent`). */
 export const finetunedModel = (
   name: string,
@@ -753,7 +728,15 @@ export const finetunedModel = (
       })
       const card = modelCard(name, f.checkpoint, await sha256Hex(onnx))
       if (E.isLeft(card)) throw new Error(card.left)
-      return { onnx, card: { ...card.right, parent: f.parent.name } }
+      const unscored = f.checkpoint.meta.validation === null
+      return {
+        onnx,
+        card: {
+          ...card.right,
+          ...(unscored ? { validation: { data: NOT_VALIDATED } } : {}),
+          parent: f.parent.name,
+        },
+      }
     },
     (e) => (e as Error).message,
   )

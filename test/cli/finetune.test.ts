@@ -1,7 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
+import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
+import { runCli } from '../../src/cli/main.ts'
 import { parseModelCard } from '../../src/serve/model-card.ts'
 import { sha256Hex } from '../../src/serve/models.ts'
 import { onnxUNetSpec } from '../../src/train/finetune.ts'
@@ -241,6 +243,7 @@ t.test('another class count: a new output layer, said on stderr; no labels, no D
     r.err,
     /note: new output layer: the parent has 4 classes \(background, RV, MYO, LV\), the data 2 \(background, LV\)/,
   )
+  t.match(r.err, /\nno validation set: keeping the last epoch as best\n/)
   t.match(r.err, /\nepoch 1\/1: loss \d+\.\d{4}, [\d.]+s\n/, 'the epoch line has no score')
   t.notMatch(r.err, /val Dice/)
   const c = await card(join(dir, 'lv.json'))
@@ -248,11 +251,11 @@ t.test('another class count: a new output layer, said on stderr; no labels, no D
     { name: 'background', value: 0 },
     { name: 'LV', value: 1 },
   ])
-  t.equal(c.validation, undefined)
+  t.same(c.validation, { data: 'none: no labelled volumes, so no validation Dice was measured' })
   t.equal(c.parent, 'tiny')
   const spec = onnxUNetSpec(new Uint8Array(await readFile(out)))
   t.ok(E.isRight(spec) && spec.right.options.classes === 2)
-  t.equal(r.out, `${out}\n${join(dir, 'lv.json')}\n`)
+  t.equal(r.out, `${out}\n${join(dir, 'lv.json')}\nlv: no validation Dice (no labelled volumes)\n`)
 })
 
 t.test("a pipeline's recipe supplies the data; the grid stays the parent's", async (t) => {
@@ -291,4 +294,37 @@ t.test("a pipeline's recipe supplies the data; the grid stays the parent's", asy
     data: /^synthetic phantoms \(seed 1\): 1 train, 4 val$/,
   })
   t.same(c.input, { spacing: [6, 6], size: [32, 32] })
+})
+
+t.test('Ctrl-C stops an in-process fine-tune: 130, one line, then --resume ends it', async (t) => {
+  const dir = t.testdir()
+  const { parent, scans } = await setup(dir)
+  const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', '2']
+  const run = join(dir, 'run')
+  const out = join(dir, 'new.onnx')
+  const listeners = process.listenerCount('SIGINT')
+  let err = ''
+  let sent = false
+  const code = await runCli(['finetune', ...argv, '--run', run, '-o', out], {
+    out: () => {},
+    err: (s) => {
+      err += s
+      if (!sent && /fine-tune 1\/6/.test(err) && process.listenerCount('SIGINT') > listeners) {
+        sent = true
+        process.emit('SIGINT')
+      }
+    },
+    isTTY: false,
+  })
+  t.ok(sent, 'Ctrl-C was sent during the training')
+  t.equal(code, 130)
+  t.equal(
+    err.trimEnd().split('\n').at(-1),
+    `maco finetune: stopped after step 1; continue with the same options and --resume (run folder ${run})`,
+  )
+  t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+  t.notOk(existsSync(out), 'no model from a stopped fine-tune')
+  const resumed = await maco('finetune', ...argv, '--run', run, '--resume', '-o', out, '--json')
+  t.equal(resumed.code, 0, resumed.err)
+  t.match(JSON.parse(resumed.out), { epochs: 2, steps: 6 })
 })

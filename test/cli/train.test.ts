@@ -3,11 +3,16 @@ import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import t from 'tap'
+import { runCli } from '../../src/cli/main.ts'
 import { maco } from '../helpers/cli.ts'
 
 const SYNTHETIC = 'pipelines/synthetic.ts'
 /** Two phantoms (16 slices, 2 steps an epoch at batch 8) and one to validate: seconds. */
 const SMALL = ['--train-cases', '2', '--val-cases', '1', '--engine', 'wasm']
+
+/** `maco train --resume` of the run in `out`, with its JSON summary. */
+const resumeRun = (out: string) =>
+  maco('train', SYNTHETIC, '--out', out, '--resume', '--engine', 'wasm', '--json')
 
 t.test('bad usage and bad input exit 2 with one line', async (t) => {
   const dir = t.testdir({
@@ -159,16 +164,7 @@ t.test(
     const again = await maco('train', SYNTHETIC, '--out', out)
     t.equal(again.code, 2)
     t.match(again.err, /already holds a run: add --resume to continue it, or pick another --out/)
-    const resumed = await maco(
-      'train',
-      SYNTHETIC,
-      '--out',
-      out,
-      '--resume',
-      '--engine',
-      'wasm',
-      '--json',
-    )
+    const resumed = await resumeRun(out)
     t.equal(resumed.code, 0, resumed.err)
     t.match(JSON.parse(resumed.out), { epochs: 1, steps: 2 })
     t.match(resumed.err, /resuming pipelines\/synthetic\.ts recipe 'smoke'/)
@@ -182,6 +178,32 @@ t.test(
     )
   },
 )
+
+t.test('a recipe without validation cases trains, the last epoch counting as best', async (t) => {
+  const dir = t.testdir({
+    'unscored.ts': `
+      import { recipes as synthetic } from '${resolve(SYNTHETIC)}'
+      const { smoke } = synthetic
+      export const recipes = {
+        unscored: { ...smoke, cases: (c, d) => async () => {
+          const r = await smoke.cases(c, d)()
+          return r._tag === 'Right' ? { ...r, right: { ...r.right, val: [] } } : r
+        } },
+      }
+    `,
+  })
+  const out = join(dir, 'run')
+  const r = await maco('train', join(dir, 'unscored.ts'), '--epochs', '1', ...SMALL, '--out', out)
+  t.equal(r.code, 0, r.err)
+  t.match(r.err, /prepared 16 training slices, 0 validation volumes\n/)
+  t.match(r.err, /\nno validation set: keeping the last epoch as best\n/)
+  t.match(r.err, /\nepoch 1\/1: loss \d\.\d{4}, [\d.]+s\n/)
+  t.equal(
+    r.out,
+    `trained 1 epochs (2 steps) in ${out}; no validation set: best.ckpt is the last epoch\n`,
+  )
+  t.same(await readFile(join(out, 'best.ckpt')), await readFile(join(out, 'last.ckpt')))
+})
 
 t.test(
   'Ctrl-C writes a checkpoint and exits 130 with how to resume; --resume finishes',
@@ -214,7 +236,7 @@ t.test(
     })
     const code = await new Promise<number | null>((done) => child.on('close', done))
     if (code !== 130) t.comment(err)
-  t.equal(code, 130, 'exit code 130')
+    t.equal(code, 130, 'exit code 130')
     t.match(err, /stopping after this step/)
     t.match(
       err,
@@ -223,17 +245,41 @@ t.test(
       ),
     )
     t.ok(existsSync(join(out, 'last.ckpt')))
-    const resumed = await maco(
-      'train',
-      SYNTHETIC,
-      '--out',
-      out,
-      '--resume',
-      '--engine',
-      'wasm',
-      '--json',
-    )
+    const resumed = await resumeRun(out)
     t.equal(resumed.code, 0, resumed.err)
     t.match(JSON.parse(resumed.out), { epochs: 3, steps: 6 })
   },
 )
+
+t.test('an in-process run stopped by Ctrl-C returns 130 with one line, and resumes', async (t) => {
+  const out = join(t.testdir(), 'run')
+  const listeners = process.listenerCount('SIGINT')
+  let err = ''
+  let sent = false
+  const code = await runCli(['train', SYNTHETIC, '--epochs', '3', ...SMALL, '--out', out], {
+    out: () => {},
+    err: (s) => {
+      err += s
+      // The first step's progress line: the training (and its Ctrl-C handler) is under way.
+      if (!sent && /epoch 1\/3 1\/2/.test(err) && process.listenerCount('SIGINT') > listeners) {
+        sent = true
+        process.emit('SIGINT')
+      }
+    },
+    isTTY: false,
+  })
+  t.ok(sent, 'Ctrl-C was sent during the training')
+  t.equal(code, 130, 'exit code 130, returned rather than the process ended')
+  t.equal(
+    err.trimEnd().split('\n').at(-1),
+    `maco train: stopped after step 1 (0 of 3 epochs done); resume with: maco train ${SYNTHETIC} --out ${out} --resume`,
+    'one line that says how to resume',
+  )
+  t.match(err, /\nstopping after this step \(Ctrl-C again to quit without a checkpoint\)\n/)
+  t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+  t.ok(existsSync(join(out, 'last.ckpt')), 'a checkpoint to resume from')
+  const resumed = await resumeRun(out)
+  t.equal(resumed.code, 0, resumed.err)
+  t.match(resumed.err, /resuming pipelines\/synthetic\.ts recipe 'smoke'/)
+  t.match(JSON.parse(resumed.out), { epochs: 3, steps: 6 })
+})

@@ -483,6 +483,13 @@ t.test('model card codec: a full card decodes; an error names the field', async 
     parent: 'acdc-base',
   }
   t.same(decodeModelCard(card), E.right(card))
+  // A fine-tune without labelled volumes says why it has no Dice.
+  const unscored = { ...card, validation: { data: 'none: no labelled volumes' } }
+  t.same(decodeModelCard(unscored), E.right(unscored))
+  t.same(
+    decodeModelCard({ ...card, validation: { dice: { RV: 'high' } } }),
+    E.left('invalid model card: validation.dice.RV: expected number, got "high"'),
+  )
   t.match(E.swap(parseModelCard('{')), E.right(/^invalid model card: not JSON/))
   t.same(
     decodeModelCard({ ...card, input: { spacing: [-1, 1.37], size: [256, 256] } }),

@@ -1,19 +1,23 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { mkdtemp, rm } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { exportOnnx } from '../../src/model/onnx-export.ts'
 import { forwardTrain, predictLogits, toParams } from '../../src/model/tfjs-unet.ts'
 import { unetSpec, type UNetSpec, type UNetWeights } from '../../src/model/unet.ts'
+import { decodeModelCard } from '../../src/serve/model-card.ts'
+import { readCheckpoint } from '../../src/train/checkpoint.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import {
   calibrateBatchNorm,
   casesRecipe,
   checkScribbleValues,
+  NOT_VALIDATED,
   finetune,
   finetuneConfig,
+  finetunedModel,
   isEncoderWeight,
   layoutCases,
   onnxUNetSpec,
@@ -22,6 +26,7 @@ import {
   resumeFinetune,
   type Parent,
 } from '../../src/train/finetune.ts'
+import { Progress } from '../../src/train/trainer.ts'
 import { seeded } from '../../src/util/rng.ts'
 import { withData } from '../../src/volume/volume.ts'
 import { scribbledScans, smallPhantom } from '../helpers/scans.ts'
@@ -261,6 +266,7 @@ t.test('another class count gets a new output layer; no labels, no validation', 
   )
   t.equal(cases.val.length, 0)
   const data = right(await prepareData(casesRecipe(cases), config)())
+  const lines: string[] = []
   const r = right(
     await finetune({
       parent,
@@ -269,6 +275,7 @@ t.test('another class count gets a new output layer; no labels, no validation', 
       runDir: join(dir, 'run'),
       freeze: 'none',
       origin: { recipe: 'finetune', pipeline: 'test', data: data.data },
+      log: (l) => lines.push(l),
     })(),
   )
   t.match(
@@ -277,8 +284,19 @@ t.test('another class count gets a new output layer; no labels, no validation', 
   )
   t.equal(r.spec.options.classes, 2)
   t.equal(r.checkpoint.weights['out.bias'].length, 2)
-  t.equal(r.checkpoint.meta.validation, null, 'the stand-in score is not kept')
+  t.equal(r.checkpoint.meta.validation, null, 'nothing was scored')
   t.equal(r.parentValidation, null)
+  t.ok(lines.includes('no validation set: keeping the last epoch as best'))
+  const metrics = await readFile(join(dir, 'run', 'metrics.jsonl'), 'utf8')
+  t.notMatch(metrics, /valDice/)
+  t.same(
+    r.checkpoint.weights,
+    right(await readCheckpoint(join(dir, 'run', 'last.ckpt'), Progress)()).weights,
+    "the last epoch's weights are kept",
+  )
+  const model = right(await finetunedModel('lv', r)())
+  t.same(model.card.validation, { data: NOT_VALIDATED })
+  t.same(decodeModelCard(model.card), E.right(model.card), 'the card decodes')
 })
 
 t.test('bad data is refused with the case that is wrong', async (t) => {

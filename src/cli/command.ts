@@ -12,6 +12,7 @@
  * }
  */
 import type { ParseArgsConfig } from 'node:util'
+import { isNiftiName } from '../eval/cases.ts'
 
 export type OptionSpec = NonNullable<ParseArgsConfig['options']>
 
@@ -88,6 +89,13 @@ export const requireString = (args: Parsed, name: string): string => {
 export const optionalString = (args: Parsed, name: string): string | undefined => {
   const v = args.values[name]
   return typeof v === 'string' ? v : undefined
+}
+
+/** A required path option naming a NIfTI file (.nii or .nii.gz), else a usage error. */
+export const niftiPath = (args: Parsed, name: string): string => {
+  const path = requireString(args, name)
+  if (!isNiftiName(path)) throw usageError(`--${name} must end in .nii or .nii.gz, got '${path}'`)
+  return path
 }
 
 /** A numeric option (with a default), rejected with its name when not a finite number. */

@@ -21,10 +21,10 @@ import { isIdentityScaling, realValues, spatialDims, type Volume } from '../volu
 import {
   flag,
   inputError,
+  niftiPath,
   numberOption,
   optionalString,
   positionals,
-  requireString,
   runFailed,
   usageError,
   type Command,
@@ -148,9 +148,7 @@ export const cpl: Command = {
   },
   run: async (args, io) => {
     const [input] = positionals(args, 1, 'one scribble file')
-    const out = requireString(args, 'out')
-    if (!/\.nii(\.gz)?$/i.test(out))
-      throw usageError(`--out must end in .nii or .nii.gz, got '${out}'`)
+    const out = niftiPath(args, 'out')
     const options: CplOptions = {
       alpha: numberOption(args, 'alpha', DEFAULT_CPL.alpha),
       floor: numberOption(args, 'floor', DEFAULT_CPL.floor),

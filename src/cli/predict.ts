@@ -65,11 +65,10 @@ const plan = async (input: string, out: string): Promise<[string, string][]> => 
   if (folder === undefined) throw inputError(`--input ${input}: no such file or folder`)
   const target = (file: string, dir: string) => join(dir, `${imageCase(file)}_pred.nii.gz`)
   if (!folder) {
-    const outIsFile = /\.nii(\.gz)?$/i.test(out) && (await isFolder(out)) !== true
+    const outIsFile = isNiftiName(out) && (await isFolder(out)) !== true
     return [[input, outIsFile ? out : target(input, out)]]
   }
-  if (/\.nii(\.gz)?$/i.test(out))
-    throw usageError(`--input is a folder, so -o must be a folder, not ${out}`)
+  if (isNiftiName(out)) throw usageError(`--input is a folder, so -o must be a folder, not ${out}`)
   const images = (await readdir(input)).filter(isImage).sort()
   if (images.length === 0)
     throw inputError(`--input ${input}: no NIfTI images (.nii, .nii.gz) in this folder`)

@@ -16,11 +16,10 @@ import { sliceCount } from '../volume/slice.ts'
 import {
   flag,
   inputError,
+  niftiPath,
   numberOption,
   positionals,
-  requireString,
   runFailed,
-  usageError,
   type Command,
 } from './command.ts'
 
@@ -59,9 +58,7 @@ export const preprocess: Command = {
   },
   run: async (args, io) => {
     const [input] = positionals(args, 1, 'one NIfTI file')
-    const out = requireString(args, 'out')
-    if (!/\.nii(\.gz)?$/i.test(out))
-      throw usageError(`--out must end in .nii or .nii.gz, got '${out}'`)
+    const out = niftiPath(args, 'out')
     const spacing = numberOption(args, 'spacing', DEFAULT_SPACING, (n) => n > 0)
     const size = numberOption(
       args,

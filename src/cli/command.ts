@@ -113,6 +113,12 @@ export const numberOption = (
   return n
 }
 
+/** An integer option of at least `min`, or undefined when absent; a usage error otherwise. */
+export const optionalInteger = (args: Parsed, name: string, min: number): number | undefined =>
+  args.values[name] === undefined
+    ? undefined
+    : numberOption(args, name, 0, (n) => Number.isInteger(n) && n >= min)
+
 export const flag = (args: Parsed, name: string): boolean => args.values[name] === true
 
 /** Exactly `n` positional arguments, else a usage error that says what was expected. */

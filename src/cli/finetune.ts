@@ -50,6 +50,7 @@ import {
   inputError,
   interrupted,
   numberOption,
+  optionalInteger,
   optionalString,
   requireString,
   runFailed,
@@ -60,12 +61,7 @@ import {
   type Parsed,
 } from './command.ts'
 import { progress, type Progress } from './progress.ts'
-import { engineFor, loadRecipes, pickRecipe } from './train.ts'
-
-const integer = (args: Parsed, name: string, min: number): number | undefined =>
-  args.values[name] === undefined
-    ? undefined
-    : numberOption(args, name, 0, (n) => Number.isInteger(n) && n >= min)
+import { engineFor, loadRecipes, pickRecipe, workersOption } from './train.ts'
 
 const freezeOf = (args: Parsed): Freeze => {
   const v = optionalString(args, 'freeze') ?? 'none'
@@ -98,10 +94,10 @@ const planned = <C extends CaseRecord>(
 /** The data and config: a pipeline's recipe, or a folder of scans with scribbles. */
 const planOf = async (args: Parsed, parent: Parent, io: CommandIO): Promise<Plan> => {
   const options = {
-    epochs: integer(args, 'epochs', 1),
-    batch: integer(args, 'batch', 1),
-    seed: integer(args, 'seed', 0),
-    trainCases: integer(args, 'train-cases', 1),
+    epochs: optionalInteger(args, 'epochs', 1),
+    batch: optionalInteger(args, 'batch', 1),
+    seed: optionalInteger(args, 'seed', 0),
+    trainCases: optionalInteger(args, 'train-cases', 1),
     lr: args.values.lr === undefined ? undefined : numberOption(args, 'lr', 0, (n) => n > 0),
   }
   const pipeline = optionalString(args, 'pipeline')
@@ -133,7 +129,8 @@ const planOf = async (args: Parsed, parent: Parent, io: CommandIO): Promise<Plan
     optionalString(args, 'classes')
       ?.split(',')
       .map((s) => s.trim()) ?? parent.classes
-  const unlabelled = integer(args, 'unlabelled', 0) ?? Math.max(CARDIAC_UNLABELLED, classes.length)
+  const unlabelled =
+    optionalInteger(args, 'unlabelled', 0) ?? Math.max(CARDIAC_UNLABELLED, classes.length)
   const config = finetuneConfig(parent, { classes, unlabelled }, options)
   if (E.isLeft(config)) throw usageError(config.left)
   const patterns = {
@@ -220,12 +217,7 @@ export const finetuneCommand: Command = {
     const name = optionalString(args, 'name') ?? basename(out).replace(/\.onnx$/i, '')
     const freeze = freezeOf(args)
     const resume = flag(args, 'resume')
-    const workers = numberOption(
-      args,
-      'workers',
-      1,
-      (n) => Number.isInteger(n) && n >= 1 && n <= 16,
-    )
+    const workers = workersOption(args)
     const runDir = optionalString(args, 'run') ?? join('runs', `finetune-${name}`)
     const started = existsSync(join(runDir, CHECKPOINTS.last))
     if (started && !resume)

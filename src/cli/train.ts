@@ -44,6 +44,7 @@ import {
   inputError,
   interrupted,
   numberOption,
+  optionalInteger,
   optionalString,
   positionals,
   runFailed,
@@ -120,10 +121,9 @@ const choice = <T extends string>(
   return v as T | undefined
 }
 
-const integer = (args: Parsed, name: string, min: number): number | undefined =>
-  args.values[name] === undefined
-    ? undefined
-    : numberOption(args, name, 0, (n) => Number.isInteger(n) && n >= min)
+/** `--workers`: threads for the two passes of a MaCo step. */
+export const workersOption = (args: Parsed): number =>
+  numberOption(args, 'workers', 1, (n) => Number.isInteger(n) && n >= 1 && n <= 16)
 
 /** The config overrides the flags ask for. */
 const overridesOf = (args: Parsed): Overrides => {
@@ -133,11 +133,11 @@ const overridesOf = (args: Parsed): Overrides => {
       : numberOption(args, 'shrink', 0, (n) => n >= 0 && n <= 1)
   const lr = args.values.lr === undefined ? undefined : numberOption(args, 'lr', 0, (n) => n > 0)
   const o: Overrides = {
-    epochs: integer(args, 'epochs', 1),
-    seed: integer(args, 'seed', 0),
-    batch: integer(args, 'batch', 1),
-    trainCases: integer(args, 'train-cases', 1),
-    valCases: integer(args, 'val-cases', 1),
+    epochs: optionalInteger(args, 'epochs', 1),
+    seed: optionalInteger(args, 'seed', 0),
+    batch: optionalInteger(args, 'batch', 1),
+    trainCases: optionalInteger(args, 'train-cases', 1),
+    valCases: optionalInteger(args, 'val-cases', 1),
     lr,
     shrink,
     loss: choice<LossPreset>(args, 'loss', LOSS_PRESET_NAMES),
@@ -377,12 +377,7 @@ export const trainCommand: Command = {
   run: async (args, io) => {
     const [pipeline] = positionals(args, 1, 'one pipeline file (e.g. pipelines/acdc.ts)')
     const resume = flag(args, 'resume')
-    const workers = numberOption(
-      args,
-      'workers',
-      1,
-      (n) => Number.isInteger(n) && n >= 1 && n <= 16,
-    )
+    const workers = workersOption(args)
     const overrides = overridesOf(args)
     const recipes = await loadRecipes(pipeline)
     const { name, recipe, config, dataDir, runDir } = resume

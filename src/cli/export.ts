@@ -11,7 +11,8 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { basename, dirname, join } from 'node:path'
 import { exportOnnx } from '../model/onnx-export.ts'
-import { decodeModelCard, type ModelCard } from '../serve/model-card.ts'
+import { decodeModelCard, type ModelCard, type Postprocess } from '../serve/model-card.ts'
+import { postprocessOption } from './predict.ts'
 import { sha256Hex } from '../serve/models.ts'
 import type { Checkpoint } from '../train/checkpoint.ts'
 import { readCheckpoint } from '../train/checkpoint.ts'
@@ -34,6 +35,7 @@ export const modelCard = (
   name: string,
   c: Checkpoint<Progress>,
   sha256: string,
+  postprocess?: Postprocess,
 ): E.Either<string, ModelCard> => {
   const { config, origin, validation, epoch, stepInEpoch, step } = c.meta
   const scored = validation !== null && validation.epoch === epoch && stepInEpoch === 0
@@ -55,6 +57,7 @@ export const modelCard = (
         }
       : {}),
     onnx: { sha256 },
+    ...(postprocess ? { postprocess } : {}),
   })
 }
 
@@ -66,6 +69,7 @@ export const exportModel = async (
     readonly name?: string
     readonly checkpoint?: 'best' | 'last'
     readonly opset?: number
+    readonly postprocess?: Postprocess
   } = {},
 ): Promise<{ readonly card: ModelCard; readonly onnx: string; readonly cardPath: string }> => {
   if (!/\.onnx$/i.test(out)) throw usageError(`-o must name an .onnx file, got ${out}`)
@@ -86,7 +90,7 @@ export const exportModel = async (
   } catch (e) {
     throw inputError(`${path}: ${(e as Error).message}`)
   }
-  const card = modelCard(name, c, await sha256Hex(bytes))
+  const card = modelCard(name, c, await sha256Hex(bytes), o.postprocess)
   if (E.isLeft(card)) throw usageError(card.left)
   const cardPath = join(dirname(out), `${basename(out).replace(/\.onnx$/i, '')}.json`)
   await writeFileAtomic(out, bytes)
@@ -104,6 +108,8 @@ export const exportCommand: Command = {
     '  --name NAME           the model name (default: the file name without .onnx)',
     '  --checkpoint C        best (default: best validation Dice) or last',
     '  --opset N             ONNX opset, 17 (default) to 21',
+    '  --postprocess P       none (default) or largest-component: what predict and serve',
+    "                        apply to this model's masks (recorded on the card)",
     '  --json                print {onnx, card, name, sha256, classes, validation} on stdout',
     '',
     'Serve the folder with `maco serve --models DIR`, or segment files with `maco predict`.',
@@ -113,6 +119,7 @@ export const exportCommand: Command = {
     name: { type: 'string' },
     checkpoint: { type: 'string' },
     opset: { type: 'string' },
+    postprocess: { type: 'string' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
@@ -126,6 +133,7 @@ export const exportCommand: Command = {
       name: optionalString(args, 'name'),
       checkpoint,
       opset,
+      postprocess: postprocessOption(args),
     })
     if (flag(args, 'json'))
       io.out(

@@ -16,7 +16,7 @@ import { directoryStore } from '../serve/node.ts'
 import { createSession, type RuntimeChoice, type Session } from '../serve/runtime.ts'
 import { checkDims, classSummary, segmentVolume, type ClassSummary } from '../serve/segment.ts'
 import { readNiftiFile, writeNiftiFile } from '../volume/nifti-file.ts'
-import type { ModelCard } from '../serve/model-card.ts'
+import { POSTPROCESS_NAMES, type ModelCard, type Postprocess } from '../serve/model-card.ts'
 import {
   flag,
   inputError,
@@ -102,6 +102,14 @@ const openModel = async (
   return { card: loaded.right.card, session }
 }
 
+/** `--postprocess`, checked against the names the model card knows. */
+export const postprocessOption = (args: Parsed): Postprocess | undefined => {
+  const value = optionalString(args, 'postprocess')
+  if (value !== undefined && !(POSTPROCESS_NAMES as readonly string[]).includes(value))
+    throw usageError(`--postprocess must be ${POSTPROCESS_NAMES.join(' or ')}, got '${value}'`)
+  return value as Postprocess | undefined
+}
+
 export const predict: Command = {
   name: 'predict',
   summary: 'segment NIfTI volumes with an exported model (file or folder)',
@@ -116,6 +124,8 @@ export const predict: Command = {
     '  --runtime R           auto (default: onnxruntime-node if it loads, else web), web, node',
     '  --threads N           inference threads (default 1)',
     '  --batch N             slices per inference run (default 8)',
+    "  --postprocess P       none or largest-component (keep each class's largest 3D",
+    "                        26-connected component); default: the model card's, else none",
     '  --json                print {model, runtime, cases: [...]} on stdout',
     '',
     'Masks are uint8 with the model card class values and the input dims, affine,',
@@ -128,6 +138,7 @@ export const predict: Command = {
     runtime: { type: 'string' },
     threads: { type: 'string' },
     batch: { type: 'string' },
+    postprocess: { type: 'string' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
@@ -137,6 +148,7 @@ export const predict: Command = {
     const runtime = runtimeOption(args)
     const threads = threadsOption(args)
     const batch = numberOption(args, 'batch', 8, (n) => Number.isInteger(n) && n >= 1 && n <= 256)
+    const postprocess = postprocessOption(args)
     const jobs = await plan(input, out)
     const { card, session } = await openModel(model, runtime, threads)
     io.err(
@@ -152,7 +164,7 @@ export const predict: Command = {
         if (E.isLeft(volume)) throw inputError(volume.left)
         const dims = checkDims(volume.right.dims)
         if (E.isLeft(dims)) throw inputError(`${from}: ${dims.left}`)
-        const mask = await segmentVolume({ card, session }, volume.right, { batch })
+        const mask = await segmentVolume({ card, session }, volume.right, { batch, postprocess })
         const written = await writeNiftiFile(to, mask)()
         if (E.isLeft(written)) throw runFailed(written.left)
         const seconds = (performance.now() - start) / 1000

@@ -61,10 +61,14 @@ export const ModelCardCodec = t.intersection([
     validation: t.partial({ dice: PerClass, hd95: PerClass, asd: PerClass, data: t.string }),
     /** The model this one was fine-tuned from (its name). */
     parent: t.string,
+    /** Clean-up of the mask after the argmax (src/volume/components.ts); absent: none. */
+    postprocess: t.keyof({ none: null, 'largest-component': null }),
   }),
 ])
 
 export type ModelCard = t.TypeOf<typeof ModelCardCodec>
+export type Postprocess = NonNullable<ModelCard['postprocess']>
+export const POSTPROCESS_NAMES: readonly Postprocess[] = ['none', 'largest-component']
 
 /** `input.spacing.0`: field names and indices, skipping the intersection's member indices. */
 const pathOf = (e: t.ValidationError): string =>

@@ -6,14 +6,16 @@
  * through the session a batch of slices at a time, and each slice's class probabilities
  * are mapped back to the native grid (`fromNetworkGrid`, bilinear) before the argmax, as
  * the field evaluates. The mask is uint8 with the card's class values and the input's
- * dims and geometry, so it overlays the image it came from.
+ * dims and geometry, so it overlays the image it came from. A card (or the caller) may ask
+ * for the largest-connected-component clean-up per class.
  *
  * @example
  * const mask = await segmentVolume({ card, session }, volume)        // Volume<Uint8Array>
  * classSummary(card, mask.data, mask.geometry.spacing)               // voxels and mL per class
  */
 import * as E from 'fp-ts/lib/Either.js'
-import type { ModelCard } from './model-card.ts'
+import { keepLargestComponents } from '../volume/components.ts'
+import type { ModelCard, Postprocess } from './model-card.ts'
 import type { PngImage } from './png.ts'
 import type { Session } from './runtime.ts'
 import {
@@ -30,6 +32,8 @@ export interface SegmentOptions {
   readonly batch?: number
   /** Called after each batch with the slices done so far and the total. */
   readonly onProgress?: (done: number, total: number) => void
+  /** Overrides the card's `postprocess`. */
+  readonly postprocess?: Postprocess
 }
 
 export interface ClassSummary {
@@ -110,7 +114,13 @@ export const segmentVolume = async (
     argmaxInto(toNative(probabilities), classValues, nx * ny, n, mask, k * nx * ny)
     options.onProgress?.(k + n, slices)
   }
-  return withData(volume, mask)
+  // Channel 0 is the background: what a removed component becomes.
+  return (options.postprocess ?? card.postprocess ?? 'none') === 'largest-component'
+    ? withData(
+        volume,
+        keepLargestComponents(mask, [nx, ny, slices], classValues.slice(1), classValues[0]),
+      )
+    : withData(volume, mask)
 }
 
 /**

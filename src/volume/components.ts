@@ -58,13 +58,14 @@ const componentsOf = (
 
 /**
  * A copy of `labels` (x fastest, then y, then z) where each of `values` keeps only its
- * largest 26-connected component; the rest of that value becomes 0. Ties keep the
- * component met first in voxel order.
+ * largest 26-connected component; the rest of that value becomes `background`. Ties keep
+ * the component met first in voxel order.
  */
 export const keepLargestComponents = (
   labels: ArrayLike<number>,
   dims: readonly number[],
   values: readonly number[],
+  background = 0,
 ): Uint8Array => {
   const out = Uint8Array.from(labels)
   for (const value of values) {
@@ -72,7 +73,7 @@ export const keepLargestComponents = (
     if (sizes.length < 2) continue
     const largest = sizes.indexOf(Math.max(...sizes))
     for (let i = 0; i < out.length; i++)
-      if (component[i] >= 0 && component[i] !== largest) out[i] = 0
+      if (component[i] >= 0 && component[i] !== largest) out[i] = background
   }
   return out
 }

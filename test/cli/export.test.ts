@@ -137,6 +137,19 @@ t.test('a card describes validation only for the weights it scored', async (t) =
   )
 })
 
+t.test('--postprocess is recorded on the card; without it the card has none', async (t) => {
+  for (const [argv, expected] of [
+    [['--postprocess', 'largest-component'], 'largest-component'],
+    [[], undefined],
+  ] as const) {
+    const out = join(dir, 'post', `m${argv.length}.onnx`)
+    t.equal((await maco('export', run, '-o', out, ...argv)).code, 0)
+    const card = parseModelCard(await readFile(out.replace(/onnx$/, 'json'), 'utf8'))
+    if (E.isLeft(card)) return t.fail(card.left)
+    t.equal(card.right.postprocess, expected, argv.join(' ') || 'no flag')
+  }
+})
+
 t.test('bad usage and bad runs exit 2 with one line', async (t) => {
   await writeFile(join(dir, 'broken.ckpt'), 'nope')
   const cases: [string[], RegExp][] = [
@@ -154,6 +167,10 @@ t.test('bad usage and bad runs exit 2 with one line', async (t) => {
     [
       [run, '-o', join(dir, 'm.onnx'), '--opset', '9'],
       /^maco export: --opset must be a valid number, got '9'\n$/,
+    ],
+    [
+      [run, '-o', join(dir, 'm.onnx'), '--postprocess', 'biggest'],
+      /^maco export: --postprocess must be none or largest-component, got 'biggest'\n$/,
     ],
     [
       [run, '-o', join(dir, 'm.onnx'), '--name', '../x'],

@@ -6,8 +6,10 @@ import { loadModel } from '../../src/serve/models.ts'
 import { directoryStore } from '../../src/serve/node.ts'
 import { createSession } from '../../src/serve/runtime.ts'
 import { segmentVolume } from '../../src/serve/segment.ts'
+import { keepLargestComponents } from '../../src/volume/components.ts'
 import { decodeNifti, encodeNifti } from '../../src/volume/nifti.ts'
 import { volumeOf, type Volume } from '../../src/volume/volume.ts'
+import { seeded } from '../../src/util/rng.ts'
 import { maco } from '../helpers/cli.ts'
 import { sharedData } from '../helpers/data.ts'
 import { diskVolume, tinyModelDir } from '../helpers/serve-fixtures.ts'
@@ -110,6 +112,53 @@ t.test(
   },
 )
 
+t.test('--postprocess largest-component: each class keeps its largest 3D component', async (t) => {
+  // Stripes and noise through these random weights give a mask with many components per class.
+  const dir = await tinyModelDir(t.testdir(), {
+    name: 'speckle',
+    seed: 1,
+    input: { spacing: [2, 2], size: [64, 64] },
+  })
+  const model = join(dir, 'speckle.onnx')
+  const input = join(dir, 'noise.nii.gz')
+  const rng = seeded(11, 'predict-noise')
+  const noise = volumeOf({
+    dims: [48, 40, 3],
+    data: Float32Array.from(
+      { length: 48 * 40 * 3 },
+      (_, i) => (Math.floor(i / 8) % 2) * 5 + rng.normal(),
+    ),
+    spacing: [2, 2, 8],
+  })
+  await writeFile(input, encodeNifti(noise, { gzip: true }))
+  const [raw, cleaned] = [join(dir, 'raw.nii.gz'), join(dir, 'lcc.nii.gz')]
+  for (const [out, post] of [
+    [raw, 'none'],
+    [cleaned, 'largest-component'],
+  ]) {
+    const r = await maco(
+      'predict',
+      '--model',
+      model,
+      '--input',
+      input,
+      '-o',
+      out,
+      '--postprocess',
+      post,
+    )
+    t.equal(r.code, 0, r.err)
+  }
+  const rawMask = await read(raw)
+  const expected = keepLargestComponents(rawMask.data as Uint8Array, rawMask.dims, [1, 2, 3])
+  t.not(
+    Array.from(expected).join(),
+    Array.from(rawMask.data).join(),
+    'the random model leaves stray blobs',
+  )
+  t.same((await read(cleaned)).data, expected)
+})
+
 t.test('bad usage and bad input: exit 2 with one line', async (t) => {
   const dir = t.testdir({ 'bad.nii.gz': 'this is not a volume', empty: {} })
   const cine = join(dir, 'cine.nii')
@@ -143,6 +192,10 @@ t.test('bad usage and bad input: exit 2 with one line', async (t) => {
     [
       ['--model', model, '--input', cine, '-o', out, '--runtime', 'cuda'],
       /--runtime must be one of auto, web, node/,
+    ],
+    [
+      ['--model', model, '--input', cine, '-o', out, '--postprocess', 'lcc'],
+      /--postprocess must be none or largest-component, got 'lcc'/,
     ],
     [
       ['--model', model, '--input', cine, '-o', out, '--threads', '0'],

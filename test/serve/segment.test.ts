@@ -147,3 +147,42 @@ t.test('a PNG is a one-slice volume at its pHYs spacing, else at the model spaci
   t.same(v.geometry.spacing, [0.5, 0.25, 1])
   t.same(volumeOf({ dims: [3, 2], data: grey, spacing: [0.5, 0.25, 1] }).geometry, v.geometry)
 })
+
+t.test('a largest-component card keeps the heart and drops a stray bright blob', async (t) => {
+  // A big bright disk and a small bright square far from it, both above the slice mean.
+  const [nx, ny, nz] = [60, 50, 3]
+  const data = new Float32Array(nx * ny * nz)
+  for (let z = 0; z < nz; z++)
+    for (let y = 0; y < ny; y++)
+      for (let x = 0; x < nx; x++) {
+        const disk = (x - 20) ** 2 + (y - 25) ** 2 < 100
+        const stray = x >= 52 && x < 56 && y >= 4 && y < 8
+        data[(z * ny + y) * nx + x] = disk || stray ? 100 : 0
+      }
+  const volume = volumeOf({ data, dims: [nx, ny, nz], spacing: [1.5, 1.5, 8] })
+  const card = twoClassCard({ spacing: [1.5, 1.5], size: [60, 50] })
+  const count = (m: Uint8Array, at: (x: number, y: number) => boolean) => {
+    let n = 0
+    m.forEach((v, i) => (n += v === 3 && at(i % nx, Math.floor(i / nx) % ny) ? 1 : 0))
+    return n
+  }
+  const isStray = (x: number, y: number) => x >= 50 && y < 10
+  const raw = await segmentVolume({ card, session: thresholdSession() }, volume)
+  t.equal(count(raw.data, isStray), 16 * nz, 'without clean-up the blob is LV')
+  const cleaned = await segmentVolume(
+    { card: { ...card, postprocess: 'largest-component' }, session: thresholdSession() },
+    volume,
+  )
+  t.equal(count(cleaned.data, isStray), 0, 'the card asks for the clean-up: the blob is gone')
+  t.equal(
+    count(cleaned.data, () => true),
+    count(raw.data, (x, y) => !isStray(x, y)),
+    'the disk is untouched',
+  )
+  const overridden = await segmentVolume(
+    { card: { ...card, postprocess: 'largest-component' }, session: thresholdSession() },
+    volume,
+    { postprocess: 'none' },
+  )
+  t.same(overridden.data, raw.data, 'the caller overrides the card')
+})

@@ -72,7 +72,6 @@ const ModelCard = {
     },
     validation: {
       type: 'object',
-      required: ['dice'],
       properties: {
         dice: { type: 'object', additionalProperties: { type: 'number' } },
         hd95: { type: 'object', additionalProperties: { type: 'number' } },
@@ -86,6 +85,12 @@ const ModelCard = {
       properties: { sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' } },
     },
     parent: { type: 'string' },
+    postprocess: {
+      type: 'string',
+      enum: ['none', 'largest-component'],
+      description:
+        "Applied to this model's masks after the argmax: largest-component keeps each class's largest 3D connected component.",
+    },
   },
 }
 

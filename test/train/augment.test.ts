@@ -1,7 +1,7 @@
 import t from 'tap'
 import { continuousPseudoLabeller } from '../../src/maco/cpl.ts'
 import { seeded } from '../../src/util/rng.ts'
-import { sliceAugmenter, WSL4MIS_AUGMENT } from '../../src/train/augment.ts'
+import { sliceAugmenter, WSL4MIS_AUGMENT, type AugmentOptions } from '../../src/train/augment.ts'
 import type { TrainingSlice } from '../../src/train/training-set.ts'
 
 const classes = 3
@@ -25,6 +25,10 @@ const sliceOf = (w: number, h: number, seed: number): TrainingSlice => {
     cpl: continuousPseudoLabeller(w, h, { classes, unlabelled, ...cpl })(scribble),
   }
 }
+
+/** An augmenter for a w x h grid of this file's classes. */
+const augmenter = (w: number, h: number, options: AugmentOptions) =>
+  sliceAugmenter({ width: w, height: h, classes, unlabelled, cpl }, options)
 
 /** The 8 maps of the square's symmetry group, as pixel permutations built by brute force. */
 const dihedral = (n: number) =>
@@ -51,14 +55,7 @@ const dihedral = (n: number) =>
 t.test('quarter turns and flips permute every field exactly, CPL included', async (t) => {
   const n = 20
   const slice = sliceOf(n, n, 1)
-  const augment = sliceAugmenter(
-    { width: n, height: n, classes, unlabelled, cpl },
-    {
-      rotateFlip: 1,
-      rotate: 0,
-      maxDegrees: 0,
-    },
-  )
+  const augment = augmenter(n, n, { rotateFlip: 1, rotate: 0, maxDegrees: 0 })
   const seen = new Set<number>()
   for (let draw = 0; draw < 64; draw++) {
     const moved = augment(slice, seeded(2, draw))
@@ -89,14 +86,7 @@ t.test('a rotation by an angle is exact on a linear image (bilinear interpolatio
     ...sliceOf(w, h, 3),
     image: Float32Array.from({ length: w * h }, (_, i) => 0.25 * (i % w) - 0.5 * Math.floor(i / w)),
   }
-  const augment = sliceAugmenter(
-    { width: w, height: h, classes, unlabelled, cpl },
-    {
-      rotateFlip: 0,
-      rotate: 1,
-      maxDegrees: 20,
-    },
-  )
+  const augment = augmenter(w, h, { rotateFlip: 0, rotate: 1, maxDegrees: 20 })
   for (let draw = 0; draw < 10; draw++) {
     const moved = augment(slice, seeded(4, draw))
     // Recover the angle from the centre's neighbours, then check every interior pixel.
@@ -152,14 +142,7 @@ t.test(
 t.test('a non-square grid only gets half turns and flips', async (t) => {
   const [w, h] = [12, 8]
   const slice = sliceOf(w, h, 7)
-  const augment = sliceAugmenter(
-    { width: w, height: h, classes, unlabelled, cpl },
-    {
-      rotateFlip: 1,
-      rotate: 0,
-      maxDegrees: 0,
-    },
-  )
+  const augment = augmenter(w, h, { rotateFlip: 1, rotate: 0, maxDegrees: 0 })
   for (let draw = 0; draw < 20; draw++) {
     const moved = augment(slice, seeded(8, draw))
     const sorted = (a: Float32Array) => [...a].sort((p, q) => p - q)

@@ -2,11 +2,17 @@
  * Kernels the tfjs wasm backend lacks, registered on it so that tfjs autograd (and the
  * hand-written backward of `tfjs-unet.ts`) can train on wasm.
  *
- * Conv2DBackpropFilter: the filter gradient of a stride-1 conv is itself a conv of the
- * input with the output gradient once batch and channel axes are swapped:
- * dW[i, j, c, o] = sum_{b, y, x} X[b, y + i - top, x + j - left, c] dY[b, y, x, o], i.e. a
- * conv of X^T [c, h, w, b] by dY^T [h', w', b, o] padded like the forward conv, giving
- * [c, kh, kw, o]. It runs the backend's own Transpose and Conv2D (XNNPACK) kernels.
+ * Conv2DBackpropFilter, dW[i, j, c, o] = sum_{b, y, x} Xp[b, s y + i, s x + j, c] dY[b, y, x, o]
+ * (Xp: X padded like the forward conv, s: the stride), in two formulations:
+ * - stride 1 (every conv of the UNet): matrix products. Lay dY on Xp's grid (dY[b, y, x] at
+ *   Xp[b, y, x], zeros elsewhere) and flatten both over (b, y, x) into n positions: tap
+ *   (i, j) is then the constant shift i * Wp + j along n, and dW[i, j] = X^T [c, n], shifted,
+ *   times dY [n, o]; what a shift carries past a row's or an image's end meets zeros of dY.
+ *   The products are XNNPACK's (the wasm BatchMatMul without transposes).
+ * - other strides: a conv of X^T [c, h, w, b] by dY^T [h', w', b, o], dilated by the stride,
+ *   giving [c, kh, kw, o]. Right for any shape but slower: XNNPACK runs it as a conv whose
+ *   "kernel" is the whole image with only `batch` input channels (1.3 to 1.5 times the
+ *   products' time over the UNet's layers, bench/filter-grad.ts).
  *
  * MaxPoolGrad: the one wasm ships routes the gradient to the wrong element for part of
  * the windows (measured against the cpu backend: 145 of 8192 entries differ on random
@@ -46,44 +52,170 @@ const runWasm = (
   return kernel.kernelFunc({ inputs, backend: backend as never, attrs }) as TensorInfo
 }
 
-const conv2dBackpropFilter: KernelFunc = ({ inputs, backend, attrs }) => {
-  const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo }
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as {
-    strides: number | [number, number]
-    pad: 'same' | 'valid' | number | backend_util.ExplicitPadding
-    dataFormat: 'NHWC' | 'NCHW'
-    dimRoundingMode?: 'floor' | 'round' | 'ceil'
-    filterShape: [number, number, number, number]
+/** Runs `f` with a `keep` that collects temporaries, disposed when `f` returns or throws. */
+const withTemporaries = <T>(backend: unknown, f: (keep: (t: TensorInfo) => TensorInfo) => T): T => {
+  const kept: TensorInfo[] = []
+  try {
+    return f((t) => {
+      kept.push(t)
+      return t
+    })
+  } finally {
+    for (const t of kept) (backend as WasmBackend).disposeData(t.dataId)
   }
-  if (dataFormat === 'NCHW') throw new Error('wasm Conv2DBackpropFilter supports NHWC only')
-  const info = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number],
-    filterShape,
-    strides,
-    1,
-    pad,
-    dimRoundingMode,
-  )
-  if (info.strideHeight !== 1 || info.strideWidth !== 1)
-    throw new Error('wasm Conv2DBackpropFilter supports stride 1 only')
-  const { top, bottom, left, right } = info.padInfo
-  const xT = runWasm('Transpose', { x }, backend, { perm: [3, 1, 2, 0] })
-  const dyT = runWasm('Transpose', { x: dy }, backend, { perm: [1, 2, 0, 3] })
-  const swapped = runWasm('Conv2D', { x: xT, filter: dyT }, backend, {
-    strides: [1, 1],
-    pad: [
-      [0, 0],
-      [top, bottom],
-      [left, right],
-      [0, 0],
-    ],
-    dataFormat: 'NHWC',
-    dilations: [1, 1],
-  } as unknown as NamedAttrMap)
-  const out = runWasm('Transpose', { x: swapped }, backend, { perm: [1, 2, 0, 3] })
-  for (const t of [xT, dyT, swapped]) (backend as unknown as WasmBackend).disposeData(t.dataId)
+}
+
+/**
+ * `x` [b, h, w, c] with zero rows and columns around its images, by row copies on the heap
+ * (the wasm PadV2 kernel takes about 3 times as long as a Transpose of the same tensor).
+ */
+const padded = (
+  x: TensorInfo,
+  [top, bottom, left, right]: readonly [number, number, number, number],
+  backend: unknown,
+  keep: (t: TensorInfo) => TensorInfo,
+): TensorInfo => {
+  if (top === 0 && bottom === 0 && left === 0 && right === 0) return x
+  const wasm = backend as WasmBackend
+  const [b, h, w, c] = x.shape
+  const rows = h + top + bottom
+  const row = (w + left + right) * c
+  const out = keep(wasm.makeOutput([b, rows, w + left + right, c], 'float32'))
+  const to = wasm.typedArrayFromHeap(out).fill(0)
+  const from = wasm.typedArrayFromHeap(x)
+  for (let i = 0; i < b; i++)
+    for (let y = 0; y < h; y++)
+      to.set(
+        from.subarray((i * h + y) * w * c, (i * h + y + 1) * w * c),
+        (i * rows + y + top) * row + left * c,
+      )
   return out
 }
+
+type FilterGrad = (
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: backend_util.Conv2DInfo,
+  backend: unknown,
+) => TensorInfo
+
+/** `from` [m, n] shifted left along n into `into`: into[r, q] = from[r, q + shift] or 0 past n. */
+const shiftRows = (into: TensorInfo, from: TensorInfo, shift: number, backend: unknown): void => {
+  const wasm = backend as WasmBackend
+  const [m, n] = from.shape
+  const to = wasm.typedArrayFromHeap(into)
+  const rows = wasm.typedArrayFromHeap(from)
+  for (let r = 0; r < m * n; r += n) {
+    to.set(rows.subarray(r + shift, r + n), r)
+    to.fill(0, r + n - shift, r + n)
+  }
+}
+
+const byProduct: FilterGrad = (x, dy, info, backend) => {
+  const wasm = backend as WasmBackend
+  const { batchSize, inChannels: c, outChannels: o, filterHeight: kh, filterWidth: kw } = info
+  const { top, bottom, left, right } = info.padInfo
+  const rows = info.inHeight + top + bottom
+  // X^T [c, n] with n a multiple of 1024 puts a column of it in one L1 set (a 4 KiB row
+  // stride) and the wasm Transpose slows down 15 times (1x1 convs at 64 px): a zero column
+  // more on the grid avoids that.
+  const spare = (batchSize * rows * (info.inWidth + left + right)) % 1024 === 0 ? 1 : 0
+  const cols = info.inWidth + left + right + spare
+  const n = batchSize * rows * cols
+  const offsets = Array.from({ length: kh * kw }, (_, t) => Math.floor(t / kw) * cols + (t % kw))
+  return withTemporaries(backend, (keep) => {
+    const xGrid = padded(x, [top, bottom, left, right + spare], backend, keep)
+    const xFlat = keep(runWasm('Reshape', { x: xGrid }, backend, { shape: [n, c] }))
+    const xT = keep(runWasm('Transpose', { x: xFlat }, backend, { perm: [1, 0] }))
+    const dyGrid = padded(dy, [0, rows - info.outHeight, 0, cols - info.outWidth], backend, keep)
+    const dyFlat = keep(runWasm('Reshape', { x: dyGrid }, backend, { shape: [n, o] }))
+    // One product per tap, not one of [taps * c, n]: XNNPACK packs the right operand of each
+    // new product (~2.5 ns an entry), so dY goes right, packed once for all taps (the
+    // operator is cached on its id); and a [c, n] left operand stays in cache.
+    const shifted = offsets.length === 1 ? xT : keep(wasm.makeOutput([c, n], 'float32'))
+    const out = wasm.makeOutput([kh, kw, c, o], 'float32')
+    for (const [t, shift] of offsets.entries()) {
+      if (shifted !== xT) shiftRows(shifted, xT, shift, backend)
+      const part = keep(
+        runWasm('BatchMatMul', { a: shifted, b: dyFlat }, backend, {
+          transposeA: false,
+          transposeB: false,
+        }),
+      )
+      wasm.typedArrayFromHeap(out).set(wasm.typedArrayFromHeap(part), t * c * o)
+    }
+    return out
+  })
+}
+
+const bySwappedConv: FilterGrad = (x, dy, info, backend) => {
+  const { filterHeight: kh, filterWidth: kw } = info
+  const { top, bottom, left, right } = info.padInfo
+  return withTemporaries(backend, (keep) => {
+    const xT = keep(runWasm('Transpose', { x }, backend, { perm: [3, 1, 2, 0] }))
+    const dyT = keep(runWasm('Transpose', { x: dy }, backend, { perm: [1, 2, 0, 3] }))
+    // [c, kh', kw', o]: kh' = rows - (h' - 1) s can pass kh where (rows - kh) is no multiple of s.
+    const swapped = keep(
+      runWasm('Conv2D', { x: xT, filter: dyT }, backend, {
+        strides: [1, 1],
+        pad: [
+          [0, 0],
+          [top, bottom],
+          [left, right],
+          [0, 0],
+        ],
+        dataFormat: 'NHWC',
+        dilations: [info.strideHeight, info.strideWidth],
+      } as never),
+    )
+    const [c, , , o] = swapped.shape
+    const taps =
+      swapped.shape[1] === kh && swapped.shape[2] === kw
+        ? swapped
+        : keep(
+            runWasm('Slice', { x: swapped }, backend, {
+              begin: [0, 0, 0, 0],
+              size: [c, kh, kw, o],
+            }),
+          )
+    return runWasm('Transpose', { x: taps }, backend, { perm: [1, 2, 0, 3] })
+  })
+}
+
+export type FilterGradFormulation = 'product' | 'swapped-conv'
+
+/**
+ * The wasm Conv2DBackpropFilter: the product for stride 1, the swapped conv otherwise.
+ * `only` forces one formulation (bench/filter-grad.ts compares them on the same shapes).
+ */
+export const conv2dBackpropFilter =
+  (only?: FilterGradFormulation): KernelFunc =>
+  ({ inputs, backend, attrs }) => {
+    const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo }
+    const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as {
+      strides: number | [number, number]
+      pad: 'same' | 'valid' | number | backend_util.ExplicitPadding
+      dataFormat: 'NHWC' | 'NCHW'
+      dimRoundingMode?: 'floor' | 'round' | 'ceil'
+      filterShape: [number, number, number, number]
+    }
+    if (dataFormat === 'NCHW') throw new Error('wasm Conv2DBackpropFilter supports NHWC only')
+    const info = backend_util.computeConv2DInfo(
+      x.shape as [number, number, number, number],
+      filterShape,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    )
+    const strideOne = info.strideHeight === 1 && info.strideWidth === 1
+    const formulation = only ?? (strideOne ? 'product' : 'swapped-conv')
+    if (formulation === 'product' && !strideOne)
+      throw new Error('the product formulation of the filter gradient needs stride 1')
+    return (formulation === 'product' ? byProduct : bySwappedConv)(x, dy, info, backend)
+  }
+
+const filterGrad = conv2dBackpropFilter()
 
 const maxPoolGrad: KernelFunc = ({ inputs, backend, attrs }) => {
   const { dy, input } = inputs as { dy: TensorInfo; input: TensorInfo }
@@ -142,16 +274,16 @@ const maxPoolGrad: KernelFunc = ({ inputs, backend, attrs }) => {
   return out
 }
 
+/** Puts `kernelFunc` in place of the wasm backend's `name` kernel, if not there already. */
+const replaceKernel = (kernelName: string, kernelFunc: KernelFunc): void => {
+  const current = getKernel(kernelName, 'wasm')
+  if (current?.kernelFunc === kernelFunc) return
+  if (current) unregisterKernel(kernelName, 'wasm')
+  registerKernel({ kernelName, backendName: 'wasm', kernelFunc })
+}
+
 /** Registers the missing and the fixed kernels on the wasm backend (idempotent). */
 export const registerWasmKernels = (): void => {
-  if (!getKernel('Conv2DBackpropFilter', 'wasm'))
-    registerKernel({
-      kernelName: 'Conv2DBackpropFilter',
-      backendName: 'wasm',
-      kernelFunc: conv2dBackpropFilter,
-    })
-  if (getKernel('MaxPoolGrad', 'wasm')?.kernelFunc !== maxPoolGrad) {
-    unregisterKernel('MaxPoolGrad', 'wasm')
-    registerKernel({ kernelName: 'MaxPoolGrad', backendName: 'wasm', kernelFunc: maxPoolGrad })
-  }
+  replaceKernel('Conv2DBackpropFilter', filterGrad)
+  replaceKernel('MaxPoolGrad', maxPoolGrad)
 }

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core'
 import t from 'tap'
 import { loadEngine } from '../../src/train/engine.ts'
+import { conv2dBackpropFilter } from '../../src/train/wasm-kernels.ts'
 import { seeded } from '../../src/util/rng.ts'
 
 const use = async (name: 'cpu' | 'wasm') => {
@@ -35,32 +36,95 @@ const maxRelative = (a: Float32Array, b: Float32Array) => {
   return d / s
 }
 
-for (const [k, pad, size] of [
-  [3, 'same', 17],
-  [1, 'same', 16],
-  [3, 'valid', 12],
-  [3, 1, 9],
-] as const)
-  t.test(
-    `wasm filter gradient (${k}x${k}, pad ${pad}, ${size} px) matches the cpu backend's`,
-    async (t) => {
-      const xShape = [3, size, size, 5]
-      const wShape = [k, k, 5, 6]
-      const x = normal(xShape, 1)
-      const w = normal(wShape, 2)
-      const [cpu, wasm] = await onBoth(() =>
-        tf.grad((filter: tf.Tensor) => {
-          const y = tf.conv2d(tf.tensor4d(x, xShape as never), filter as tf.Tensor4D, 1, pad)
-          return tf.sum(tf.mul(y, tf.sin(y)))
-        })(tf.tensor4d(w, wShape as never)),
-      )
-      t.equal(wasm.length, k * k * 5 * 6)
-      t.ok(
-        maxRelative(wasm, cpu) < 1e-4,
-        `relative error ${maxRelative(wasm, cpu).toExponential(2)}`,
-      )
-    },
-  )
+interface FilterCase {
+  readonly name: string
+  /** [batch, height, width, channels] */
+  readonly x: [number, number, number, number]
+  /** [kh, kw, in, out] */
+  readonly w: [number, number, number, number]
+  readonly stride: number | [number, number]
+  readonly pad: 'same' | 'valid' | number
+}
+
+const FILTER_CASES: readonly FilterCase[] = [
+  { name: '3x3 same, odd size', x: [3, 17, 17, 5], w: [3, 3, 5, 6], stride: 1, pad: 'same' },
+  { name: '3x3 same, batch 1', x: [1, 16, 16, 8], w: [3, 3, 8, 8], stride: 1, pad: 'same' },
+  { name: '3x3 same, batch 4', x: [4, 16, 16, 8], w: [3, 3, 8, 16], stride: 1, pad: 'same' },
+  { name: 'first layer, 1 channel', x: [4, 20, 20, 1], w: [3, 3, 1, 8], stride: 1, pad: 'same' },
+  // 4 x 16 x 16 = 1024 positions: the grid gets its spare column.
+  { name: '1x1, 1024 positions', x: [4, 16, 16, 6], w: [1, 1, 6, 3], stride: 1, pad: 'same' },
+  { name: '1x1, batch 1, odd size', x: [1, 15, 15, 4], w: [1, 1, 4, 2], stride: 1, pad: 'same' },
+  { name: '3x3 valid', x: [3, 12, 12, 5], w: [3, 3, 5, 6], stride: 1, pad: 'valid' },
+  { name: '3x3 pad 1', x: [3, 9, 9, 5], w: [3, 3, 5, 6], stride: 1, pad: 1 },
+  // An even kernel pads 'same' unevenly; a non-square image and kernel keep rows from columns.
+  { name: '2x3 same, 11 x 14', x: [2, 11, 14, 3], w: [2, 3, 3, 4], stride: 1, pad: 'same' },
+  { name: 'stride 2 same, odd size', x: [2, 17, 17, 3], w: [3, 3, 3, 4], stride: 2, pad: 'same' },
+  // 16 rows, 3 taps, stride 2: 7 output rows, and the dilated conv gives 4 taps to cut to 3.
+  { name: 'stride 2 valid, 16 x 15', x: [2, 16, 15, 3], w: [3, 3, 3, 4], stride: 2, pad: 'valid' },
+  { name: 'strides 2 and 1, 1x1', x: [3, 10, 9, 4], w: [1, 1, 4, 5], stride: [2, 1], pad: 'same' },
+]
+
+const tensorsOf = (c: FilterCase) => ({
+  x: tf.tensor4d(normal(c.x, 1), c.x),
+  w: tf.tensor4d(normal(c.w, 2), c.w),
+})
+
+/** The filter gradient of sum(y sin y), y = conv2d(x, w), on the current backend. */
+const filterGradient = (c: FilterCase) => () => {
+  const { x, w } = tensorsOf(c)
+  return tf.grad((filter: tf.Tensor) => {
+    const y = tf.conv2d(x, filter as tf.Tensor4D, c.stride, c.pad)
+    return tf.sum(tf.mul(y, tf.sin(y)))
+  })(w)
+}
+
+for (const c of FILTER_CASES)
+  t.test(`wasm filter gradient (${c.name}) matches the cpu backend's`, async (t) => {
+    const [cpu, wasm] = await onBoth(filterGradient(c))
+    t.equal(wasm.length, c.w[0] * c.w[1] * c.w[2] * c.w[3])
+    t.ok(maxRelative(wasm, cpu) < 1e-4, `relative error ${maxRelative(wasm, cpu).toExponential(2)}`)
+  })
+
+/** The wasm filter gradient kernel called directly, with dy = d sum(y sin y) / dy = sin y + y cos y. */
+const callKernel = (c: FilterCase, kernel: tf.KernelFunc, dataFormat = 'NHWC') =>
+  tf.tidy(() => {
+    const { x, w } = tensorsOf(c)
+    const y = tf.conv2d(x, w, c.stride, c.pad)
+    const dy = tf.add(tf.sin(y), tf.mul(y, tf.cos(y)))
+    const out = kernel({
+      inputs: { x, dy },
+      attrs: { strides: c.stride, pad: c.pad, dataFormat, filterShape: c.w },
+      backend: tf.backend(),
+    }) as tf.TensorInfo
+    return tf.engine().makeTensorFromTensorInfo(out)
+  })
+
+t.test(
+  'both formulations match the cpu backend at stride 1 (the bench compares them)',
+  async (t) => {
+    for (const c of FILTER_CASES.filter((f) => f.stride === 1)) {
+      const [cpu] = await onBoth(filterGradient(c))
+      await use('wasm')
+      for (const only of ['product', 'swapped-conv'] as const) {
+        const out = callKernel(c, conv2dBackpropFilter(only))
+        const wasm = out.dataSync().slice() as Float32Array
+        out.dispose()
+        const error = maxRelative(wasm, cpu)
+        t.ok(error < 1e-4, `${only}, ${c.name}: relative error ${error.toExponential(2)}`)
+      }
+    }
+  },
+)
+
+t.test('the filter gradient leaves no wasm buffers behind', async (t) => {
+  await use('wasm')
+  const backend = tf.backend() as unknown as { numDataIds: () => number }
+  for (const c of FILTER_CASES) {
+    const before = backend.numDataIds()
+    tf.dispose(tf.tidy(filterGradient(c)))
+    t.equal(backend.numDataIds(), before, c.name)
+  }
+})
 
 t.test(
   "wasm max-pool gradient matches the cpu backend's (the shipped kernel did not)",
@@ -86,11 +150,7 @@ t.test(
 
 t.test('the filter gradient kernel refuses what it does not implement', async (t) => {
   await use('wasm')
-  t.throws(
-    () =>
-      tf.grad((w: tf.Tensor) =>
-        tf.sum(tf.conv2d(tf.ones([1, 8, 8, 2]) as tf.Tensor4D, w as tf.Tensor4D, 2, 'same')),
-      )(tf.ones([3, 3, 2, 2])),
-    /stride 1 only/,
-  )
+  const c: FilterCase = { name: '', x: [1, 8, 8, 2], w: [3, 3, 2, 2], stride: 2, pad: 'same' }
+  t.throws(() => callKernel(c, conv2dBackpropFilter(), 'NCHW'), /NHWC only/)
+  t.throws(() => callKernel(c, conv2dBackpropFilter('product')), /needs stride 1/)
 })

@@ -14,17 +14,17 @@ const normal = (shape: number[], seed: number) => {
   return Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal())
 }
 
-/** The same computation on cpu and on wasm, as arrays. */
-const onBoth = async (f: () => tf.Tensor) => {
-  const out: Float32Array[] = []
-  for (const b of ['cpu', 'wasm'] as const) {
-    await use(b)
-    const y = tf.tidy(f)
-    out.push(y.dataSync().slice() as Float32Array)
-    y.dispose()
-  }
-  return out
+/** `f` computed on one backend, as an array. */
+const on = async (backend: 'cpu' | 'wasm', f: () => tf.Tensor) => {
+  await use(backend)
+  const y = tf.tidy(f)
+  const values = y.dataSync().slice() as Float32Array
+  y.dispose()
+  return values
 }
+
+/** The same computation on cpu and on wasm, as arrays. */
+const onBoth = async (f: () => tf.Tensor) => [await on('cpu', f), await on('wasm', f)]
 
 const maxRelative = (a: Float32Array, b: Float32Array) => {
   let d = 0
@@ -58,6 +58,9 @@ const FILTER_CASES: readonly FilterCase[] = [
   { name: '3x3 pad 1', x: [3, 9, 9, 5], w: [3, 3, 5, 6], stride: 1, pad: 1 },
   // An even kernel pads 'same' unevenly; a non-square image and kernel keep rows from columns.
   { name: '2x3 same, 11 x 14', x: [2, 11, 14, 3], w: [2, 3, 3, 4], stride: 1, pad: 'same' },
+  // 3 x 43 x 47 positions (padded) by 1 + 384 channels pass 8 MiB: products over two chunks.
+  { name: '3x3, two chunks', x: [3, 41, 45, 1], w: [3, 3, 1, 384], stride: 1, pad: 'same' },
+  { name: '1x1, two chunks', x: [3, 41, 45, 2], w: [1, 1, 2, 384], stride: 1, pad: 'same' },
   { name: 'stride 2 same, odd size', x: [2, 17, 17, 3], w: [3, 3, 3, 4], stride: 2, pad: 'same' },
   // 16 rows, 3 taps, stride 2: 7 output rows, and the dilated conv gives 4 taps to cut to 3.
   { name: 'stride 2 valid, 16 x 15', x: [2, 16, 15, 3], w: [3, 3, 3, 4], stride: 2, pad: 'valid' },
@@ -78,9 +81,20 @@ const filterGradient = (c: FilterCase) => () => {
   })(w)
 }
 
+/** The cpu backend's filter gradient of each case, computed once (the large cases take seconds). */
+const cpuGradients = new Map<FilterCase, Float32Array>()
+const cpuGradient = async (c: FilterCase) => {
+  const known = cpuGradients.get(c)
+  if (known) return known
+  const computed = await on('cpu', filterGradient(c))
+  cpuGradients.set(c, computed)
+  return computed
+}
+
 for (const c of FILTER_CASES)
   t.test(`wasm filter gradient (${c.name}) matches the cpu backend's`, async (t) => {
-    const [cpu, wasm] = await onBoth(filterGradient(c))
+    const cpu = await cpuGradient(c)
+    const wasm = await on('wasm', filterGradient(c))
     t.equal(wasm.length, c.w[0] * c.w[1] * c.w[2] * c.w[3])
     t.ok(maxRelative(wasm, cpu) < 1e-4, `relative error ${maxRelative(wasm, cpu).toExponential(2)}`)
   })
@@ -103,7 +117,7 @@ t.test(
   'both formulations match the cpu backend at stride 1 (the bench compares them)',
   async (t) => {
     for (const c of FILTER_CASES.filter((f) => f.stride === 1)) {
-      const [cpu] = await onBoth(filterGradient(c))
+      const cpu = await cpuGradient(c)
       await use('wasm')
       for (const only of ['product', 'swapped-conv'] as const) {
         const out = callKernel(c, conv2dBackpropFilter(only))

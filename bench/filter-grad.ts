@@ -78,6 +78,11 @@ const random = (shape: number[], seed: string) => {
   )
 }
 
+const cpuMs = (since: NodeJS.CpuUsage) => {
+  const used = process.cpuUsage(since)
+  return (used.user + used.system) / 1000
+}
+
 /** Median ms per call of each formulation on one layer, the two alternating. */
 const timeLayer = (layer: Layer, batch: number, runs: number) => {
   const { kernel, inChannels, outChannels, size } = layer
@@ -96,9 +101,9 @@ const timeLayer = (layer: Layer, batch: number, runs: number) => {
         filterShape: [kernel, kernel, inChannels, outChannels],
       },
     }) as tf.TensorInfo
-    const used = process.cpuUsage(t0)
+    const ms = cpuMs(t0)
     backend.disposeData(out.dataId)
-    return (used.user + used.system) / 1000
+    return ms
   }
   const times = { old: [] as number[], new: [] as number[] }
   for (let r = 0; r <= runs; r++) {
@@ -133,10 +138,15 @@ const recipeBench = (name: keyof typeof RECIPES, batch: number, runs: number) =>
   )
 }
 
-/** Whole training steps with each formulation registered, old then new, twice. */
+/**
+ * Whole training steps with each formulation registered, old then new, twice: the median
+ * wall time of the timed steps, and CPU time per step (warm-up included) as the steadier one.
+ */
 const stepBench = async (engine: Engine, batch: number) => {
   const kernels = { old: conv2dBackpropFilter('swapped-conv'), new: conv2dBackpropFilter() }
-  const steps: Record<keyof typeof kernels, number[]> = { old: [], new: [] }
+  const wall: Record<keyof typeof kernels, number[]> = { old: [], new: [] }
+  const cpu: Record<keyof typeof kernels, number[]> = { old: [], new: [] }
+  const steps = 3
   for (let round = 0; round < 2; round++)
     for (const label of ['old', 'new'] as const) {
       tf.unregisterKernel('Conv2DBackpropFilter', 'wasm')
@@ -145,18 +155,23 @@ const stepBench = async (engine: Engine, batch: number) => {
         backendName: 'wasm',
         kernelFunc: kernels[label],
       })
+      const t0 = process.cpuUsage()
       const r = await trainBench(
-        { engine, size: 128, batch, workers: 1, steps: 3, profile: false },
+        { engine, size: 128, batch, workers: 1, steps, profile: false },
         (line) => console.error(line),
       )
-      steps[label].push(...r.stepsMs)
+      cpu[label].push(cpuMs(t0) / (steps + 1))
+      wall[label].push(...r.stepsMs)
     }
   registerWasmKernels()
-  const ms = { old: median(steps.old), new: median(steps.new) }
-  console.log(
-    `training step (reference UNet, 128 px, batch ${batch}), median of ${steps.old.length}: ` +
-      `old ${ms.old.toFixed(0)} ms, new ${ms.new.toFixed(0)} ms, old/new ${(ms.old / ms.new).toFixed(2)}`,
-  )
+  for (const [what, ms] of [
+    ['wall, median', { old: median(wall.old), new: median(wall.new) }],
+    ['CPU, mean of 2 runs', { old: median(cpu.old), new: median(cpu.new) }],
+  ] as const)
+    console.log(
+      `training step (reference UNet, 128 px, batch ${batch}), ${what}: ` +
+        `old ${ms.old.toFixed(0)} ms, new ${ms.new.toFixed(0)} ms, old/new ${(ms.old / ms.new).toFixed(2)}`,
+    )
 }
 
 const { values } = parseArgs({

@@ -8,11 +8,13 @@
  *   Xp[b, y, x], zeros elsewhere) and flatten both over (b, y, x) into n positions: tap
  *   (i, j) is then the constant shift i * Wp + j along n, and dW[i, j] = X^T [c, n], shifted,
  *   times dY [n, o]; what a shift carries past a row's or an image's end meets zeros of dY.
- *   The products are XNNPACK's (the wasm BatchMatMul without transposes).
+ *   The products are XNNPACK's (the wasm BatchMatMul without transposes), over chunks of
+ *   positions where the operands outgrow the cache.
  * - other strides: a conv of X^T [c, h, w, b] by dY^T [h', w', b, o], dilated by the stride,
  *   giving [c, kh, kw, o]. Right for any shape but slower: XNNPACK runs it as a conv whose
- *   "kernel" is the whole image with only `batch` input channels (1.3 to 1.5 times the
- *   products' time over the UNet's layers, bench/filter-grad.ts).
+ *   "kernel" is the whole image with only `batch` input channels. Over one backward pass of
+ *   the UNet it takes 1.4 times the products' time at 128 px, base 8, and 1.6 times at
+ *   256 px, base 16 (bench/filter-grad.ts).
  *
  * MaxPoolGrad: the one wasm ships routes the gradient to the wrong element for part of
  * the windows (measured against the cpu backend: 145 of 8192 entries differ on random
@@ -153,9 +155,11 @@ const byProduct: FilterGrad = (x, dy, info, backend) => {
     const shifted = direct ? xT : keep(wasm.makeOutput([c, k], 'float32'))
     for (let start = 0; start < n; start += k)
       withTemporaries(backend, (keepHere) => {
-        // One product per tap, not one of [taps * c, k]: XNNPACK packs the right operand of
-        // each new product (~2.5 ns an entry), so dY goes right, packed once for all taps
-        // (the operator is cached on its id, hence a new tensor per chunk).
+        // One product per tap: stacking the taps into one [taps * c, k] operand measured no
+        // faster and holds X taps times over. XNNPACK packs the right operand of each new
+        // product (~2.5 ns an entry, about half the time of the 8-channel products), so dY
+        // goes right and is packed once for all taps: the operator is cached on its id,
+        // hence a new tensor for each chunk.
         const dyPart = chunks === 1 ? dyFlat : keepHere(wasm.makeOutput([k, o], 'float32'))
         if (dyPart !== dyFlat) copyColumns(dyPart, dyFlat, 1, start * o, backend)
         for (const [t, shift] of offsets.entries()) {

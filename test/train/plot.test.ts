@@ -46,7 +46,10 @@ t.test('an empty or one-epoch history still draws', async (t) => {
 
 t.test('a run without validation: the loss panel alone, no Dice curve', async (t) => {
   const svg = trainingPlot({
-    steps: [{ step: 10, loss: 1.2 }],
+    steps: [
+      { step: 10, loss: 1.2 },
+      { step: 30, loss: 0.9 },
+    ],
     epochs: [
       { epoch: 1, step: 20, loss: 1.1 },
       { epoch: 2, step: 40, loss: 0.7 },

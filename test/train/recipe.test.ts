@@ -51,7 +51,7 @@ t.test('config errors are one line in words', async (t) => {
   )
   t.equal(
     bad({ epoch: 3 }),
-    "unknown option 'epoch' (options: classes, unlabelled, input, network, data, supervision, shrink, loss, masking, cpl, optimizer, batch, epochs, seed, logEvery)",
+    "unknown option 'epoch' (options: classes, unlabelled, input, network, data, supervision, shrink, loss, masking, cpl, optimizer, batch, epochs, seed, logEvery, augment)",
   )
   t.equal(
     bad({ input: { spacing: [1.5, 1.5], size: [60, 64] } }),

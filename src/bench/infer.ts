@@ -143,15 +143,15 @@ export const inferBench =
     })
   }
 
-export const inferRows = (r: InferResult): Row[] => [
-  {
+/** One row per runtime and thread count, each against the fastest onnxruntime-node run. */
+export const inferRows = (r: InferResult): Row[] =>
+  r.results.map((run) => ({
     bench: 'infer',
-    setting: `${r.runtime}, ${r.size} px slice, ${r.model}${r.trained ? '' : ' (random weights)'}`,
-    result: `${r.msPerSlice} ms/slice`,
+    setting: `${run.runtime}, ${run.threads} thread${run.threads === 1 ? '' : 's'}, ${r.size} px slice, ${r.model}${r.trained ? '' : ' (random weights)'}`,
+    result: `${run.msPerSlice} ms/slice`,
     floor:
       r.nativeMsPerSlice === null
         ? `none: ${r.nativeUnavailable ?? 'onnxruntime-node did not run'}`
-        : `${r.nativeMsPerSlice} ms (onnxruntime-node)`,
-    ratio: r.ratio,
-  },
-]
+        : `${r.nativeMsPerSlice} ms (onnxruntime-node, fastest)`,
+    ratio: ratioTo(run.msPerSlice, r.nativeMsPerSlice),
+  }))

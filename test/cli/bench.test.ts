@@ -2,6 +2,7 @@ import { writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import t from 'tap'
+import { inferRows } from '../../src/bench/infer.ts'
 import { median, quantile, ratioTo } from '../../src/bench/stats.ts'
 import { phantomCase } from '../../src/data/phantom.ts'
 import { encodeNifti } from '../../src/volume/nifti.ts'
@@ -19,6 +20,44 @@ const nativeInstalled = (() => {
 
 /** `a` and `b` agree to the rounding of the figures they were computed from. */
 const near = (a: number, b: number, relative = 0.01) => Math.abs(a - b) <= relative * Math.abs(b)
+
+t.test(
+  'the infer table: a row per runtime and thread count, each against the fastest native run',
+  async (t) => {
+    const run = (runtime: 'onnxruntime-web' | 'onnxruntime-node', threads: number, ms: number) => ({
+      runtime,
+      threads,
+      msPerSlice: ms,
+      minMsPerSlice: ms,
+    })
+    const rows = inferRows({
+      runtime: 'onnxruntime-web',
+      size: 256,
+      model: 'acdc-maco',
+      trained: true,
+      runs: 10,
+      msPerSlice: 30,
+      nativeMsPerSlice: 8,
+      ratio: 3.75,
+      results: [
+        run('onnxruntime-web', 1, 50),
+        run('onnxruntime-web', 2, 30),
+        run('onnxruntime-node', 1, 16),
+        run('onnxruntime-node', 2, 8),
+      ],
+    })
+    t.same(
+      rows.map((r) => [r.setting, r.result, r.ratio]),
+      [
+        ['onnxruntime-web, 1 thread, 256 px slice, acdc-maco', '50 ms/slice', 6.25],
+        ['onnxruntime-web, 2 threads, 256 px slice, acdc-maco', '30 ms/slice', 3.75],
+        ['onnxruntime-node, 1 thread, 256 px slice, acdc-maco', '16 ms/slice', 2],
+        ['onnxruntime-node, 2 threads, 256 px slice, acdc-maco', '8 ms/slice', 1],
+      ],
+    )
+    t.ok(rows.every((r) => r.floor === '8 ms (onnxruntime-node, fastest)'))
+  },
+)
 
 t.test('medians, quantiles and ratios of timings', async (t) => {
   t.equal(median([30, 10, 20]), 20)

@@ -11,6 +11,7 @@
  *   options: {}, run: async ({ positionals }, io) => io.out(`hello ${positionals[0]}\n`),
  * }
  */
+import { basename, dirname, join } from 'node:path'
 import type { ParseArgsConfig } from 'node:util'
 import { isNiftiName } from '../eval/cases.ts'
 
@@ -96,6 +97,22 @@ export const niftiPath = (args: Parsed, name: string): string => {
   const path = requireString(args, name)
   if (!isNiftiName(path)) throw usageError(`--${name} must end in .nii or .nii.gz, got '${path}'`)
   return path
+}
+
+/** Where a model goes: the ONNX file, its card beside it, and the name both default to. */
+export interface ModelOutput {
+  readonly onnx: string
+  /** MODEL.json for MODEL.onnx: the server and `maco predict` look for the card there. */
+  readonly card: string
+  /** The file name without .onnx. */
+  readonly name: string
+}
+
+/** The `-o` of a command that writes a model: an .onnx path, else a usage error. */
+export const modelOutput = (out: string): ModelOutput => {
+  if (!/\.onnx$/i.test(out)) throw usageError(`-o must name an .onnx file, got ${out}`)
+  const name = basename(out).replace(/\.onnx$/i, '')
+  return { onnx: out, card: join(dirname(out), `${name}.json`), name }
 }
 
 /** A numeric option (with a default), rejected with its name when not a finite number. */

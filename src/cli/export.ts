@@ -9,7 +9,7 @@
  * maco serve --models models      # then POST a NIfTI to /v1/models/acdc-maco/segment
  */
 import * as E from 'fp-ts/lib/Either.js'
-import { basename, dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { exportOnnx } from '../model/onnx-export.ts'
 import { decodeModelCard, type ModelCard, type Postprocess } from '../serve/model-card.ts'
 import { postprocessOption } from './predict.ts'
@@ -22,6 +22,7 @@ import { writeFileAtomic } from '../util/atomic.ts'
 import {
   flag,
   inputError,
+  modelOutput,
   numberOption,
   optionalString,
   positionals,
@@ -72,8 +73,8 @@ export const exportModel = async (
     readonly postprocess?: Postprocess
   } = {},
 ): Promise<{ readonly card: ModelCard; readonly onnx: string; readonly cardPath: string }> => {
-  if (!/\.onnx$/i.test(out)) throw usageError(`-o must name an .onnx file, got ${out}`)
-  const name = o.name ?? basename(out).replace(/\.onnx$/i, '')
+  const target = modelOutput(out)
+  const name = o.name ?? target.name
   const path = join(runDir, CHECKPOINTS[o.checkpoint ?? 'best'])
   const checkpoint = await readCheckpoint(path, Progress)()
   if (E.isLeft(checkpoint)) throw inputError(checkpoint.left)
@@ -92,10 +93,9 @@ export const exportModel = async (
   }
   const card = modelCard(name, c, await sha256Hex(bytes), o.postprocess)
   if (E.isLeft(card)) throw usageError(card.left)
-  const cardPath = join(dirname(out), `${basename(out).replace(/\.onnx$/i, '')}.json`)
-  await writeFileAtomic(out, bytes)
-  await writeFileAtomic(cardPath, `${JSON.stringify(card.right, null, 2)}\n`)
-  return { card: card.right, onnx: out, cardPath }
+  await writeFileAtomic(target.onnx, bytes)
+  await writeFileAtomic(target.card, `${JSON.stringify(card.right, null, 2)}\n`)
+  return { card: card.right, onnx: target.onnx, cardPath: target.card }
 }
 
 export const exportCommand: Command = {

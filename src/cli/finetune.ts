@@ -18,7 +18,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type * as TE from 'fp-ts/lib/TaskEither.js'
 import { existsSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { CARDIAC_UNLABELLED } from '../data/dataset.ts'
 import type { CaseRecord } from '../pipeline/stage.ts'
 import { workerPasses } from '../train/parallel.ts'
@@ -49,6 +49,7 @@ import {
   flag,
   inputError,
   interrupted,
+  modelOutput,
   numberOption,
   optionalInteger,
   optionalString,
@@ -212,9 +213,8 @@ export const finetuneCommand: Command = {
     if (args.positionals.length > 0)
       throw usageError(`unexpected argument '${args.positionals[0]}' (the parent goes in --from)`)
     const from = requireString(args, 'from')
-    const out = requireString(args, 'out')
-    if (!/\.onnx$/i.test(out)) throw usageError(`-o must name an .onnx file, got ${out}`)
-    const name = optionalString(args, 'name') ?? basename(out).replace(/\.onnx$/i, '')
+    const out = modelOutput(requireString(args, 'out'))
+    const name = optionalString(args, 'name') ?? out.name
     const freeze = freezeOf(args)
     const resume = flag(args, 'resume')
     const workers = workersOption(args)
@@ -281,17 +281,16 @@ export const finetuneCommand: Command = {
       )
     const model = await finetunedModel(name, result)()
     if (E.isLeft(model)) throw runFailed(model.left)
-    const cardPath = join(dirname(out), `${basename(out).replace(/\.onnx$/i, '')}.json`)
     // The ONNX file first: a model is served only once its card exists.
-    await writeFileAtomic(out, model.right.onnx)
-    await writeFileAtomic(cardPath, `${JSON.stringify(model.right.card, null, 2)}\n`)
+    await writeFileAtomic(out.onnx, model.right.onnx)
+    await writeFileAtomic(out.card, `${JSON.stringify(model.right.card, null, 2)}\n`)
     const validation = model.right.card.validation?.dice ?? null
     const before = result.parentValidation?.classes ?? null
     if (flag(args, 'json'))
       io.out(
         `${JSON.stringify({
-          onnx: out,
-          card: cardPath,
+          onnx: out.onnx,
+          card: out.card,
           name,
           parent: parent.right.name,
           runDir,
@@ -306,8 +305,8 @@ export const finetuneCommand: Command = {
     else
       io.out(
         [
-          `${out}`,
-          `${cardPath}`,
+          out.onnx,
+          out.card,
           ...(before
             ? [
                 `parent ${parent.right.name}: val Dice ${meanOf(before).toFixed(3)} (${describeDice(before)})`,

@@ -224,6 +224,26 @@ const keyOf = (c: Context): string | undefined => {
   return bearer?.[1].trim() ?? c.req.header('x-api-key')
 }
 
+/** The fine-tune job routes (`jobs.ts` serves them in Node): the same contract everywhere. */
+const TRAINER_ROUTES = [
+  ['POST', '/v1/models/:name/finetune'],
+  ['GET', '/v1/jobs'],
+  ['GET', '/v1/jobs/:id'],
+  ['GET', '/v1/jobs/:id/events'],
+] as const
+
+/**
+ * The methods the routes of `app` serve `path` with, HEAD wherever GET (Hono answers it);
+ * empty when no route has the path. Middleware (method ALL) serves no path of its own.
+ */
+const allowedMethods = (app: Hono<Env>, path: string): string[] => {
+  const methods = [...new Set(app.routes.map((r) => r.method))].filter((m) => m !== 'ALL')
+  const allowed = methods.filter((m) =>
+    app.router.match(m, path)[0].some(([[, route]]) => route.method === m),
+  )
+  return allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed
+}
+
 export const createApp = (options: AppOptions) => {
   const limits: Limits = { ...DEFAULT_SERVE_LIMITS, ...options.limits }
   const log = options.log ?? ((line: string) => console.log(line))
@@ -398,7 +418,7 @@ export const createApp = (options: AppOptions) => {
     )
   }
   options.extend?.(app, { limits, failure, model: modelOr404, body, volume })
-  // Where nothing adds the trainer (Workers), fine-tuning is refused in one line.
+  // Where nothing adds the trainer (Workers), its routes exist and refuse in one line.
   const noTrainer = (c: Context<Env>) =>
     failure(
       c,
@@ -407,11 +427,19 @@ export const createApp = (options: AppOptions) => {
         'fine-tuning runs only on the Node server (maco serve): this deployment has no trainer',
       ),
     )
-  app.all('/v1/models/:name/finetune', noTrainer)
-  app.all('/v1/jobs', noTrainer)
-  app.all('/v1/jobs/*', noTrainer)
+  for (const [method, path] of TRAINER_ROUTES)
+    if (!app.routes.some((r) => r.method === method && r.path === path))
+      app.on(method, path, noTrainer)
 
-  app.notFound((c) => failure(c, fail(404, `no route ${c.req.method} ${c.req.path}`)))
+  app.notFound((c) => {
+    const allowed = allowedMethods(app, c.req.path)
+    if (allowed.length === 0) return failure(c, fail(404, `no route ${c.req.method} ${c.req.path}`))
+    c.header('allow', allowed.join(', '))
+    return failure(
+      c,
+      fail(405, `${c.req.method} is not allowed on ${c.req.path} (allowed: ${allowed.join(', ')})`),
+    )
+  })
   app.onError((e, c) => failure(c, fail(500, `internal error: ${messageOf(e)}`)))
   return app
 }

@@ -304,7 +304,7 @@ export const openApiDocument = (o: OpenApiOptions) => ({
     title: 'MaCo segmentation service',
     version: '1',
     description:
-      'Scribble-supervised (MaCo) segmentation models behind one HTTP contract. Bodies are sniffed by their magic bytes, not by Content-Type. Every error is JSON {"error": "one-line reason"}. Each response carries x-request-id (the one sent, or a new one).',
+      'Scribble-supervised (MaCo) segmentation models behind one HTTP contract. Bodies are sniffed by their magic bytes, not by Content-Type. Every error is JSON {"error": "one-line reason"}; a path below asked with a method it does not list answers 405 with an Allow header. Each response carries x-request-id (the one sent, or a new one).',
   },
   ...(o.apiKey ? { security: [{ bearer: [] }, { apiKey: [] }] } : {}),
   paths: {

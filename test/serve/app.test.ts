@@ -111,6 +111,43 @@ t.test('model cards', async (t) => {
   await oneLineError(t, await app.request('/v2/things'), 404, /no route GET \/v2\/things/)
 })
 
+t.test(
+  'a route asked with a method it does not serve: 405 naming the methods it does',
+  async (t) => {
+    const { app, lines } = await setup()
+    const cases: [string, string, string][] = [
+      ['GET', '/v1/models/thr/segment', 'POST'],
+      ['PUT', '/v1/models/thr/segment', 'POST'],
+      ['DELETE', '/healthz', 'GET, HEAD'],
+      ['POST', '/v1/models', 'GET, HEAD'],
+      ['PATCH', '/v1/models/anything', 'GET, HEAD'],
+    ]
+    for (const [method, path, allow] of cases) {
+      const res = await app.request(path, { method })
+      t.equal(res.headers.get('allow'), allow, `${method} ${path}: Allow`)
+      await oneLineError(
+        t,
+        res,
+        405,
+        new RegExp(`^${method} is not allowed on ${path} \\(allowed: ${allow}\\)$`),
+      )
+    }
+    t.match(JSON.parse(lines[0]) as object, { method: 'GET', status: 405, error: /not allowed/ })
+    const head = await app.request('/healthz', { method: 'HEAD' })
+    t.equal(head.status, 200, 'HEAD where GET is served')
+    const nowhere = await app.request('/v1/models/thr/segment/more', { method: 'POST' })
+    t.equal(nowhere.status, 404, 'a path no route has stays a 404')
+    t.equal(nowhere.headers.get('allow'), null)
+    const withoutTrainer = await app.request('/v1/jobs', { method: 'DELETE' })
+    t.equal(
+      withoutTrainer.headers.get('allow'),
+      'GET, HEAD',
+      'the trainer routes have their methods',
+    )
+    await oneLineError(t, withoutTrainer, 405, /^DELETE is not allowed on \/v1\/jobs/)
+  },
+)
+
 t.test('a NIfTI volume gives a NIfTI mask with its geometry, gzipped like the input', async (t) => {
   const { app, card, lines } = await setup()
   const volume = diskVolume()

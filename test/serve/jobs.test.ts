@@ -403,10 +403,29 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     ],
     ['unknown job', fetch(`${server.url}/v1/jobs/0123456789ab`), 404, /^no job '0123456789ab'$/],
     ['odd job id', fetch(`${server.url}/v1/jobs/..%2Fx/events`), 404, /^no job/],
+    [
+      'jobs are made on a model',
+      fetch(`${server.url}/v1/jobs`, { method: 'POST', body: '{}' }),
+      405,
+      /^POST is not allowed on \/v1\/jobs \(allowed: GET, HEAD\)$/,
+    ],
+    [
+      'a job is not deleted',
+      fetch(`${server.url}/v1/jobs/0123456789ab`, { method: 'DELETE' }),
+      405,
+      /^DELETE is not allowed on \/v1\/jobs\/0123456789ab \(allowed: GET, HEAD\)$/,
+    ],
+    [
+      'fine-tuning is a POST',
+      fetch(`${server.url}/v1/models/tiny/finetune`),
+      405,
+      /^GET is not allowed on \/v1\/models\/tiny\/finetune \(allowed: POST\)$/,
+    ],
   ]
   for (const [what, response, status, reason] of cases) {
     const r = await response
     t.equal(r.status, status, what)
+    if (status === 405) t.match(r.headers.get('allow'), /^(GET, HEAD|POST)$/, `${what}: Allow`)
     t.match(((await r.json()) as { error: string }).error, reason, what)
   }
   const accepted = await json(ok)
@@ -449,4 +468,8 @@ t.test('every bad request is a 4xx with a reason', async (t) => {
     /^fine-tuning runs only on the Node server \(maco serve\)/,
   )
   t.equal((await worker.request('/v1/jobs/abc')).status, 501)
+  t.equal((await worker.request('/v1/jobs/abc/events')).status, 501)
+  const wrongMethod = await worker.request('/v1/jobs', { method: 'POST' })
+  t.equal(wrongMethod.status, 405, 'a wrong method is a 405 there too, not a 501')
+  t.equal(wrongMethod.headers.get('allow'), 'GET, HEAD')
 })

@@ -2,7 +2,8 @@
  * `/openapi.json` against the app that serves it: every route the app answers (read from the
  * running app, jobs included) is described, every described operation answers with one of
  * its described statuses, and the JSON it answers with fits the described schema. Without a
- * trainer (Workers) the job routes are still described, and answer 501 as described.
+ * trainer (Workers) the job routes are still described, and answer 501 as described. A
+ * described path asked with another method answers 405 naming the described methods.
  */
 import { inspectRoutes } from 'hono/dev'
 import t, { type Test } from 'tap'
@@ -93,10 +94,10 @@ const described = (doc: Document) =>
     .flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path}`))
     .sort()
 
-/** "METHOD /path/{param}" for every route the app answers (the 501 catch-alls aside). */
+/** "METHOD /path/{param}" for every route the app answers. */
 const served = (app: App) =>
   inspectRoutes(app)
-    .filter((r) => !r.isMiddleware && r.method !== 'ALL')
+    .filter((r) => !r.isMiddleware)
     .map((r) => `${r.method} ${r.path.replace(/:(\w+)/g, '{$1}')}`)
     .sort()
 
@@ -136,6 +137,27 @@ const everyOperationAnswers = async (
         }
       } else await response.arrayBuffer()
     }
+}
+
+/** Every described path asked with a method none describes: a 405 whose Allow is the doc's. */
+const otherMethodsRefused = async (
+  t: Test,
+  app: App,
+  doc: Document,
+  params: Record<string, string>,
+) => {
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    const url = path.replace(/\{(\w+)\}/g, (_, p: string) => params[p])
+    const response = await app.request(url, { method: 'DELETE' })
+    const methods = Object.keys(ops).map((m) => m.toUpperCase())
+    t.equal(response.status, 405, `DELETE ${path}: 405`)
+    t.equal(
+      response.headers.get('allow'),
+      [...methods, ...(methods.includes('GET') ? ['HEAD'] : [])].join(', '),
+      `DELETE ${path}: Allow names the described methods`,
+    )
+    await response.arrayBuffer()
+  }
 }
 
 t.test('the schema check says where a value breaks its schema', async (t) => {
@@ -211,6 +233,7 @@ t.test('with jobs: every route is described, and every description answers', asy
   await jobs.idle()
 
   await everyOperationAnswers(t, app, doc, { name: 'tiny', id: job.id })
+  await otherMethodsRefused(t, app, doc, { name: 'tiny', id: job.id })
   const segmented = await app.request('/v1/models/tiny/segment', {
     method: 'POST',
     body: v.image as Uint8Array<ArrayBuffer>,
@@ -224,12 +247,9 @@ t.test('without a trainer (Workers) the job routes answer 501, as described', as
   const { models } = await serveJobs(t, { runner: gatedRunner().runner })
   const app = createApp({ models, log: () => {} })
   const doc = await description(app)
-  t.same(
-    served(app).filter((op) => !described(doc).includes(op)),
-    [],
-    'every route is described',
-  )
+  t.same(described(doc), served(app), 'the same routes, each refusing')
   await everyOperationAnswers(t, app, doc, { name: 'tiny', id: '0123456789ab' })
+  await otherMethodsRefused(t, app, doc, { name: 'tiny', id: '0123456789ab' })
   const job = await app.request('/v1/jobs/0123456789ab')
   t.equal(job.status, 501)
 })

@@ -1,18 +1,21 @@
 /**
  * Training speed: full MaCo training steps (two forwards, the MaCo loss, both backwards,
- * Adam) of the reference UNet on a synthetic batch, the median of the timed steps after
- * one warm-up step. The floor is PyTorch on the same machines (DESIGN.md's reference
- * UNet, batch 4, 2 threads), measured once before the project and not re-run here.
+ * Adam) of the reference UNet, or one of another base width (the `cpu` recipes' base 8), on
+ * a synthetic batch, the median of the timed steps after one warm-up step. The floor is
+ * PyTorch on the same machines (DESIGN.md's reference UNet, batch 4, 2 threads), measured
+ * once before the project and not re-run here: other widths have none.
  *
  * @example
  * const engine = (await loadEngine('wasm')())  // Right(engine)
  * await trainBench({ engine, size: 256, batch: 4, workers: 2, steps: 3, profile: false }, log)
- * // { engine: 'wasm', size: 256, batch: 4, workers: 2, msPerStep: ..., imagesPerSecond: ..., ratio: ... }
+ * // { engine: 'wasm', size: 256, batch: 4, base: 16, workers: 2, msPerStep: ..., ratio: ... }
+ * await trainBench({ engine, size: 128, batch: 4, base: 8, workers: 2, steps: 3, profile: false }, log)
+ * // { ..., base: 8, reference: null, ratio: null }
  */
 import * as tf from '@tensorflow/tfjs-core'
 import { DEFAULT_LOSS, macoLoss } from '../maco/losses.ts'
 import { initialWeights, toParams } from '../model/tfjs-unet.ts'
-import { unetSpec } from '../model/unet.ts'
+import { DEFAULT_UNET, unetSpec } from '../model/unet.ts'
 import type { Engine } from '../train/engine.ts'
 import { workerPasses } from '../train/parallel.ts'
 import { disposeState, initialState, inProcess, trainStep, type StepBatch } from '../train/step.ts'
@@ -24,6 +27,8 @@ export interface TrainSettings {
   readonly engine: Engine
   readonly size: number
   readonly batch: number
+  /** The UNet's first-level channels (default: the reference UNet's). */
+  readonly base?: number
   /** Worker threads running the passes (wasm, cpu); 1 runs them in this thread. */
   readonly workers: number
   /** Timed steps after the warm-up. */
@@ -43,15 +48,20 @@ const PYTORCH_MS_PER_STEP: Readonly<Record<number, number>> = { 256: 2200, 128: 
 const PYTORCH =
   'PyTorch 2.13 CPU, 2 threads, batch 4: measured once on these machines (notes), not re-run'
 
+/** PyTorch's ms per step where it was measured: the reference UNet at batch 4, 256 or 128 px. */
+export const pytorchMsPerStep = (size: number, batch: number, base: number): number | undefined =>
+  batch === 4 && base === DEFAULT_UNET.base ? PYTORCH_MS_PER_STEP[size] : undefined
+
 export interface TrainResult {
   readonly engine: string
   readonly size: number
   readonly batch: number
+  readonly base: number
   readonly workers: number
   readonly msPerStep: number
   readonly imagesPerSecond: number
   readonly stepsMs: readonly number[]
-  /** The PyTorch step time at this size and batch; null where none was measured. */
+  /** The PyTorch step time at this size and batch (reference UNet only); else null. */
   readonly reference: { readonly msPerStep: number; readonly source: string } | null
   /** msPerStep / reference.msPerStep. */
   readonly ratio: number | null
@@ -118,11 +128,12 @@ export const trainBench = async (
   log: (line: string) => void,
 ): Promise<TrainResult> => {
   const { engine, size, batch, workers, steps } = s
+  const base = s.base ?? DEFAULT_UNET.base
   if (workers > 1 && s.profile)
     throw new RangeError('profiling times the kernels of this thread: use it with 1 worker')
-  const spec = unetSpec()
+  const spec = unetSpec({ base })
   log(
-    `bench train: engine ${engine.name}, ${size} px, batch ${batch}, ${workers} worker(s), 1 warm-up + ${steps} step(s)`,
+    `bench train: engine ${engine.name}, ${size} px, batch ${batch}, base ${base}, ${workers} worker(s), 1 warm-up + ${steps} step(s)`,
   )
   const weights = initialWeights(spec, 0)
   let state = initialState(spec, toParams(spec, weights))
@@ -171,11 +182,12 @@ export const trainBench = async (
     tf.dispose(Object.values(data))
   }
   const msPerStep = median(times)
-  const pytorch = batch === 4 ? PYTORCH_MS_PER_STEP[size] : undefined
+  const pytorch = pytorchMsPerStep(size, batch, base)
   return {
     engine: engine.name,
     size,
     batch,
+    base,
     workers,
     msPerStep: Math.round(msPerStep),
     imagesPerSecond: Number(((batch * 1000) / msPerStep).toFixed(2)),
@@ -189,11 +201,11 @@ export const trainBench = async (
 export const trainRows = (r: TrainResult): Row[] => [
   {
     bench: 'train',
-    setting: `${r.engine}, ${r.size} px, batch ${r.batch}, ${r.workers} worker${r.workers > 1 ? 's' : ''}`,
+    setting: `${r.engine}, ${r.size} px, batch ${r.batch}${r.base === DEFAULT_UNET.base ? '' : `, base ${r.base}`}, ${r.workers} worker${r.workers > 1 ? 's' : ''}`,
     result: `${r.msPerStep} ms/step (${r.imagesPerSecond} images/s)`,
     floor: r.reference
       ? `${r.reference.msPerStep} ms (PyTorch, 2 threads, measured once)`
-      : 'none (PyTorch was measured at 256 and 128 px, batch 4)',
+      : `none (PyTorch was measured on the reference UNet, base ${DEFAULT_UNET.base}, at 256 and 128 px, batch 4)`,
     ratio: r.ratio,
   },
 ]

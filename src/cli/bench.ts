@@ -20,7 +20,7 @@ import { checkModelChoice } from '../bench/model.ts'
 import { table, type Row } from '../bench/report.ts'
 import { serveBench, serveRows } from '../bench/serve.ts'
 import { trainBench, trainRows } from '../bench/train.ts'
-import { sizeMultiple, unetSpec } from '../model/unet.ts'
+import { DEFAULT_UNET, sizeMultiple, unetSpec } from '../model/unet.ts'
 import { ENGINE_CHOICES, loadEngine, type EngineChoice } from '../train/engine.ts'
 import {
   flag,
@@ -40,6 +40,7 @@ type Benchmark = (typeof BENCHMARKS)[number]
 /** The benchmarks each option is for (`--size` and `--json` are for all). */
 const OPTION_FOR: Readonly<Record<string, readonly Benchmark[]>> = {
   batch: ['train'],
+  base: ['train'],
   engine: ['train'],
   workers: ['train'],
   steps: ['train'],
@@ -82,12 +83,25 @@ const modelOption = (args: Parsed): string | undefined => {
   return choice.right
 }
 
+/** The UNet widths worth timing: the reference's 16, the `cpu` recipes' 8, and powers of two around. */
+const BASES = [1, 2, 4, 8, 16, 32, 64]
+
+const baseOption = (args: Parsed): number => {
+  const v = args.values.base
+  if (v === undefined) return DEFAULT_UNET.base
+  const base = Number(v)
+  if (!BASES.includes(base))
+    throw usageError(`--base must be a power of two from 1 to 64, got '${String(v)}'`)
+  return base
+}
+
 const countOption = (args: Parsed, name: string, fallback: number): number =>
   numberOption(args, name, fallback, (n) => Number.isInteger(n) && n >= 1 && n <= 1000)
 
 const train: Prepare = async (args, io, all) => {
   const size = sizeOption(args)
   const batch = numberOption(args, 'batch', 4, (n) => Number.isInteger(n) && n >= 1 && n <= 64)
+  const base = baseOption(args)
   const workers = numberOption(args, 'workers', 1, (n) => n === 1 || n === 2)
   const steps = numberOption(args, 'steps', 3, (n) => Number.isInteger(n) && n >= 1 && n <= 100)
   const profile = flag(args, 'profile')
@@ -112,7 +126,7 @@ const train: Prepare = async (args, io, all) => {
     for (const w of counts)
       results.push(
         await trainBench(
-          { engine, size, batch, workers: w, steps, profile: profile && w === 1 },
+          { engine, size, batch, base, workers: w, steps, profile: profile && w === 1 },
           log(io),
         ),
       )
@@ -181,7 +195,8 @@ export const bench: Command = {
   usage: `maco bench [${BENCHMARKS.join('|')}] [options]     (no benchmark: all four)`,
   details: [
     'train: full MaCo training steps of the reference UNet on synthetic data, against PyTorch',
-    '       (2.2 s a step at 256 px, 0.48 s at 128, batch 4, 2 threads: measured once, not re-run)',
+    '       (2.2 s a step at 256 px, 0.48 s at 128, batch 4, 2 threads: measured once, not re-run;',
+    '       other --base widths have no floor)',
     'infer: ms per slice on onnxruntime-web (1 and 2 threads, a process each), against onnxruntime-node',
     'cpl:   ms per slice of continuous pseudo labels (4 classes), against scipy (5.9 ms at 256 px, once)',
     'serve: POST /segment of a 10-slice .nii.gz, 1 and 8 clients, against segmentVolume without HTTP',
@@ -192,11 +207,14 @@ export const bench: Command = {
     '  --json           one JSON document on stdout (all four: {"train":[...],"infer","cpl","serve"})',
     'train:',
     '  --batch N        images per step (default 4)',
+    `  --base N         UNet base width, a power of two 1..64 (default ${DEFAULT_UNET.base}, the reference; the cpu`,
+    '                   recipes train base 8 at 128 px: --size 128 --base 8)',
     '  --engine NAME    auto|wasm|cpu|tensorflow|tensorflow-gpu (default auto)',
     '  --workers 1|2    worker threads running the two forward/backward passes (wasm, cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',
     '  --profile        then time one more step per kernel (top kernels on stderr, all in the JSON)',
-    '                   {"engine","size","batch","workers","msPerStep","imagesPerSecond","stepsMs","ratio"[,"kernels"]}',
+    '                   {"engine","size","batch","base","workers","msPerStep","imagesPerSecond","stepsMs",',
+    '                   "reference","ratio"[,"kernels"]}',
     'infer, serve:',
     '  --model FILE     an .onnx file with its card beside it, or random (default: models/acdc-maco.onnx',
     '                   when it exists, else the default UNet with seeded random weights: the same cost)',
@@ -213,6 +231,7 @@ export const bench: Command = {
   options: {
     size: { type: 'string' },
     batch: { type: 'string' },
+    base: { type: 'string' },
     engine: { type: 'string' },
     workers: { type: 'string' },
     steps: { type: 'string' },

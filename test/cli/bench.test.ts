@@ -4,6 +4,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { inferRows } from '../../src/bench/infer.ts'
 import { median, quantile, ratioTo } from '../../src/bench/stats.ts'
+import { pytorchMsPerStep, trainRows, type TrainResult } from '../../src/bench/train.ts'
 import { phantomCase } from '../../src/data/phantom.ts'
 import { encodeNifti } from '../../src/volume/nifti.ts'
 import { maco } from '../helpers/cli.ts'
@@ -79,9 +80,57 @@ t.test('bench train --json: the DESIGN shape; no PyTorch floor at 32 px', async 
   )
   t.equal(r.code, 0, r.err)
   const doc = JSON.parse(r.out)
-  t.match(doc, { engine: 'wasm', size: 32, batch: 2, workers: 1, reference: null, ratio: null })
+  t.match(doc, {
+    engine: 'wasm',
+    size: 32,
+    batch: 2,
+    base: 16,
+    workers: 1,
+    reference: null,
+    ratio: null,
+  })
   t.ok(doc.msPerStep > 0)
   t.ok(near(doc.imagesPerSecond, (2 * 1000) / doc.msPerStep, 0.05))
+})
+
+t.test('bench train --base: another UNet width, recorded, with no PyTorch floor', async (t) => {
+  const r = await maco(
+    ...['bench', 'train', '--size', '32', '--batch', '1', '--steps', '1', '--base', '4'],
+    ...['--engine', 'cpu', '--json'],
+  )
+  t.equal(r.code, 0, r.err)
+  t.match(JSON.parse(r.out), { engine: 'cpu', size: 32, batch: 1, base: 4, reference: null })
+  t.match(r.err, /^bench train: engine cpu, 32 px, batch 1, base 4, /m)
+})
+
+t.test('PyTorch was measured on the reference UNet only: other widths have no floor', async (t) => {
+  t.equal(pytorchMsPerStep(128, 4, 16), 480)
+  t.equal(pytorchMsPerStep(256, 4, 16), 2200)
+  t.equal(pytorchMsPerStep(128, 4, 8), undefined, "the cpu recipe's network")
+  t.equal(pytorchMsPerStep(128, 2, 16), undefined, 'another batch')
+  t.equal(pytorchMsPerStep(64, 4, 16), undefined, 'another size')
+})
+
+t.test("the train row names a base other than the reference's", async (t) => {
+  const result = (base: number, reference: TrainResult['reference']): TrainResult => ({
+    engine: 'wasm',
+    size: 128,
+    batch: 4,
+    base,
+    workers: 2,
+    msPerStep: 960,
+    imagesPerSecond: 4.17,
+    stepsMs: [960],
+    reference,
+    ratio: reference && 2,
+  })
+  const [reference] = trainRows(result(16, { msPerStep: 480, source: 'PyTorch' }))
+  t.equal(reference.setting, 'wasm, 128 px, batch 4, 2 workers')
+  t.equal(reference.floor, '480 ms (PyTorch, 2 threads, measured once)')
+  const [cpu] = trainRows(result(8, null))
+  t.equal(cpu.setting, 'wasm, 128 px, batch 4, base 8, 2 workers')
+  t.match(cpu.floor, /^none \(PyTorch was measured on the reference UNet, base 16,/)
+  t.equal(cpu.ratio, null)
 })
 
 t.test(
@@ -272,6 +321,11 @@ t.test('bad usage and bad input: exit 2 with one line, before measuring anything
     [['bench', 'cpl', '--engine', 'wasm'], /--engine is for train, not cpl/],
     [['bench', 'infer', '--data', 'x'], /--data is for cpl, not infer/],
     [['bench', 'train', '--requests', '3'], /--requests is for serve, not train/],
+    [['bench', 'infer', '--base', '8'], /--base is for train, not infer/],
+    [['bench', 'train', '--base', '12'], /--base must be a power of two from 1 to 64, got '12'/],
+    [['bench', 'train', '--base', '128'], /--base must be a power of two from 1 to 64, got '128'/],
+    [['bench', 'train', '--base', '0'], /--base must be a power of two from 1 to 64, got '0'/],
+    [['bench', 'train', '--base', 'wide'], /--base must be a power of two .*, got 'wide'/],
     [
       ['bench', 'infer', '--model', 'model.txt'],
       /--model must be an \.onnx file or 'random', got model\.txt/,
@@ -306,7 +360,7 @@ t.test('--help lists every benchmark and option', async (t) => {
   const r = await maco('bench', '--help')
   t.equal(r.code, 0)
   for (const b of ['train', 'infer', 'cpl', 'serve']) t.match(r.out, new RegExp(`^${b}:`, 'm'))
-  for (const o of ['--size', '--json', '--batch', '--engine', '--workers', '--steps', '--profile'])
+  for (const o of ['--size', '--json', '--batch', '--base', '--engine', '--workers', '--steps'])
     t.match(r.out, o)
-  for (const o of ['--model', '--runs', '--data', '--requests']) t.match(r.out, o)
+  for (const o of ['--profile', '--model', '--runs', '--data', '--requests']) t.match(r.out, o)
 })

@@ -329,6 +329,16 @@ export const createApp = (options: AppOptions) => {
     return E.isLeft(model) ? failure(c, model.left) : c.json(model.right.card as object)
   })
 
+  // The model itself, for clients that run it (the web page's in-browser mode).
+  app.get('/v1/models/:name/onnx', async (c) => {
+    const model = modelOr404(c)
+    if (E.isLeft(model)) return failure(c, model.left)
+    return c.body((await model.right.onnx()) as Uint8Array<ArrayBuffer>, 200, {
+      'content-type': 'application/octet-stream',
+      'content-disposition': `attachment; filename="${model.right.card.name}.onnx"`,
+    })
+  })
+
   app.post('/v1/models/:name/segment', async (c) => {
     const timing: string[] = []
     const timed = async <A>(name: string, f: () => Promise<A>): Promise<A> => {

@@ -37,6 +37,8 @@ export interface Model {
   readonly card: ModelCard
   /** The shared session, opened on first call; runs are queued one at a time. */
   readonly session: () => Promise<Session>
+  /** The ONNX bytes, read again on each call and checked against the card's SHA-256. */
+  readonly onnx: () => Promise<Uint8Array>
 }
 
 export interface ModelRegistry {
@@ -69,18 +71,14 @@ export const queued = (session: Session): Session => {
   }
 }
 
-/** Opens `bytes` after checking them against the card's SHA-256. */
-const openChecked = async (
-  card: ModelCard,
-  bytes: Uint8Array,
-  createSession: SessionFactory,
-): Promise<Session> => {
+/** `bytes`, refused when they are not the ones the card's SHA-256 names. */
+const checked = async (card: ModelCard, bytes: Uint8Array): Promise<Uint8Array> => {
   const actual = await sha256Hex(bytes)
   if (actual !== card.onnx.sha256)
     throw new Error(
       `the ONNX file's SHA-256 ${actual.slice(0, 12)}... differs from its card's ${card.onnx.sha256.slice(0, 12)}...`,
     )
-  return queued(await createSession(bytes))
+  return bytes
 }
 
 /** A model whose session is opened once, on first use (a failed open is retried next time). */
@@ -94,13 +92,15 @@ export const modelOf = (
     card,
     session: () => {
       session ??= bytes()
-        .then((b) => openChecked(card, b, createSession))
+        .then((b) => checked(card, b))
+        .then(async (b) => queued(await createSession(b)))
         .catch((e: unknown) => {
           session = undefined
           throw new Error(`model '${card.name}' could not be opened: ${messageOf(e)}`)
         })
       return session
     },
+    onnx: async () => checked(card, await bytes()),
     opened: () => session,
   }
 }

@@ -372,6 +372,22 @@ export const openApiDocument = (o: OpenApiOptions) => ({
         },
       },
     },
+    '/v1/models/{name}/onnx': {
+      get: {
+        summary: 'The model as an ONNX file, for clients that run it themselves',
+        description:
+          "The bytes the card's onnx.sha256 names. Run as the segment endpoint does: per slice resample to the card's input.spacing, centre crop/pad to input.size, z-score, softmax output 'probabilities' back to the native grid, argmax, then the card's postprocess.",
+        parameters: [{ $ref: '#/components/parameters/name' }],
+        responses: {
+          '200': {
+            description: 'The ONNX model',
+            content: { 'application/octet-stream': { schema: binary('application/octet-stream') } },
+          },
+          '401': error('API key missing or wrong'),
+          '404': error('No model of that name'),
+        },
+      },
+    },
     '/v1/models/{name}/finetune': {
       post: {
         summary: 'Fine-tune a model on scribbled volumes, as a job',

@@ -9,6 +9,8 @@ import { inspectRoutes } from 'hono/dev'
 import t, { type Test } from 'tap'
 import { createApp, type App } from '../../src/serve/app.ts'
 import type { Job } from '../../src/serve/jobs.ts'
+import type { ModelCard } from '../../src/serve/model-card.ts'
+import { sha256Hex } from '../../src/serve/models.ts'
 import { openApiDocument } from '../../src/serve/openapi.ts'
 import { base64, gatedRunner, phantomUpload, serveJobs } from '../helpers/jobs-server.ts'
 
@@ -241,6 +243,11 @@ t.test('with jobs: every route is described, and every description answers', asy
   })
   t.equal(segmented.status, 200)
   t.same(misfits(doc, { $ref: '#/components/schemas/Segmentation' }, await segmented.json()), [])
+  // The model route answers with the very bytes its card names.
+  const onnx = await app.request('/v1/models/tiny/onnx')
+  t.equal(onnx.headers.get('content-type'), 'application/octet-stream')
+  const card = (await (await app.request('/v1/models/tiny')).json()) as ModelCard
+  t.equal(await sha256Hex(new Uint8Array(await onnx.arrayBuffer())), card.onnx.sha256)
 })
 
 t.test('without a trainer (Workers) the job routes answer 501, as described', async (t) => {

@@ -1,10 +1,11 @@
 /**
  * The web page's script (a plain ES module, no build step): a NIfTI volume opened in the
  * browser (the toolkit's own codec, /web/nifti.js), its slices drawn on a canvas at native
- * resolution, the segment endpoint's mask as an overlay with per-class volumes, scribbles
- * per class drawn with the mouse (brush, eraser, undo), saved as a NIfTI file, sent to a
- * fine-tune job whose progress streams as server-sent events, and the parent and the new
- * model compared on the same slice.
+ * resolution, a segmentation as an overlay with per-class volumes (made by the segment
+ * endpoint, or in this browser by /web/segment.js, the server's own code on onnxruntime-web,
+ * with the model from /v1/models/{name}/onnx), scribbles per class drawn with the mouse
+ * (brush, eraser, undo), saved as a NIfTI file, sent to a fine-tune job whose progress
+ * streams as server-sent events, and the parent and the new model compared on the same slice.
  *
  * Voxel (x, y) of slice k is pixel (x, y) of the canvas: the volume's own grid, as the
  * scribbles must be saved on it. Event streams are read with fetch (not EventSource), so the
@@ -27,6 +28,9 @@ const PALETTE = [
 const colour = (value) => PALETTE[value % PALETTE.length]
 const MASK_ALPHA = 0.45
 
+/** Where a segmentation was made, in words. */
+const WHERE = { server: 'on the server', browser: 'in this browser' }
+
 const state = {
   models: [],
   card: undefined,
@@ -37,8 +41,10 @@ const state = {
   dims: [0, 0, 0],
   slice: 0,
   window: [0, 1],
-  /** The last segmentation: { model, mask, classes }. */
+  /** The last segmentation: { model, where, ms, mask, classes }. */
   segmentation: undefined,
+  /** Models opened in this browser, by name: promises of /web/segment.js's models. */
+  browserModels: new Map(),
   scribble: undefined,
   unlabelled: 4,
   classValue: 1,
@@ -154,6 +160,7 @@ const openFile = async (file) => {
     state.compare = undefined
     $('compare').hidden = true
     $('volumes').replaceChildren()
+    $('segment-info').textContent = ''
     const slider = $('slice')
     slider.max = String(dims[2] - 1)
     slider.disabled = false
@@ -205,7 +212,7 @@ const draw = () => {
   if (!state.volume) return
   render($('view'), state.slice, state.segmentation?.mask, state.scribble)
   $('view-caption').textContent = state.segmentation
-    ? `slice ${state.slice + 1}: ${state.segmentation.model}, with your scribbles`
+    ? `slice ${state.slice + 1}: ${state.segmentation.model} ${WHERE[state.segmentation.where]}, with your scribbles`
     : `slice ${state.slice + 1}: your scribbles`
   if (state.compare) {
     render($('before'), state.slice, state.compare.before.mask)
@@ -304,11 +311,12 @@ const baseName = () => (state.file?.name ?? 'volume').replace(/\.nii(\.gz)?$/i, 
 
 const scribbleFile = () => writeNifti(state.volume, state.scribble, 'maco scribbles')
 
-const save = () => {
-  const url = URL.createObjectURL(new Blob([scribbleFile()], { type: 'application/gzip' }))
+/** A .nii.gz file's bytes as `BASE_suffix.nii.gz` in the downloads. */
+const download = (bytes, suffix) => {
+  const url = URL.createObjectURL(new Blob([bytes], { type: 'application/gzip' }))
   const a = document.createElement('a')
   a.href = url
-  a.download = `${baseName()}_scribble.nii.gz`
+  a.download = `${baseName()}_${suffix}.nii.gz`
   document.body.append(a)
   a.click()
   a.remove()
@@ -319,16 +327,62 @@ const save = () => {
 
 const fromBase64 = (text) => Uint8Array.from(atob(text), (c) => c.charCodeAt(0))
 
-/** The volume through `model`'s segment endpoint: the mask on the volume's grid, and class volumes. */
-const segmentWith = async (model) => {
+/**
+ * The volume through `model`'s segment endpoint: the mask on the volume's grid, class
+ * volumes, and the server's own time for it (its Server-Timing `segment`, upload aside).
+ */
+const segmentOnServer = async (model) => {
   const response = await api(`/v1/models/${encodeURIComponent(model)}/segment`, {
     method: 'POST',
     body: state.bytes,
     headers: { accept: 'application/json' },
   })
   const answer = await response.json()
-  return { model, mask: gunzip(fromBase64(answer.mask.data)), classes: answer.classes }
+  const timing = /(?:^|,)\s*segment;dur=([\d.]+)/.exec(response.headers.get('server-timing') ?? '')
+  return {
+    model,
+    where: 'server',
+    ms: timing ? Number(timing[1]) : undefined,
+    mask: gunzip(fromBase64(answer.mask.data)),
+    classes: answer.classes,
+  }
 }
+
+/** `name` opened in this browser once (card and ONNX bytes from the server); a failure is not kept. */
+const browserModel = (name) => {
+  if (!state.browserModels.has(name)) {
+    const opening = (async () => {
+      const { openModel } = await import('/web/segment.js')
+      const path = `/v1/models/${encodeURIComponent(name)}`
+      const [card, onnx] = await Promise.all([
+        api(path).then((r) => r.json()),
+        api(`${path}/onnx`).then((r) => r.arrayBuffer()),
+      ])
+      return openModel(card, new Uint8Array(onnx))
+    })()
+    opening.catch(() => state.browserModels.delete(name))
+    state.browserModels.set(name, opening)
+  }
+  return state.browserModels.get(name)
+}
+
+/** What the segment endpoint answers, made in this browser: no upload, the model runs here. */
+const segmentInBrowser = async (name) => {
+  say(`loading ${name} into this browser...`)
+  const model = await browserModel(name)
+  say(`segmenting with ${name} in this browser...`)
+  const here = await import('/web/segment.js')
+  const { mask, classes, ms } = await here.segment(model, state.volume)
+  return { model: name, where: 'browser', ms, mask, classes }
+}
+
+const segmentWith = (model) =>
+  $('run-on').value === 'browser' ? segmentInBrowser(model) : segmentOnServer(model)
+
+/** Which model made the segmentation, where, and how long inference took there. */
+const provenance = (s) =>
+  `${s.model} ${WHERE[s.where]}${s.ms === undefined ? '' : `, inference ${Math.round(s.ms)} ms`}` +
+  (s.where === 'browser' ? ' (onnxruntime-web, wasm, 1 thread)' : '')
 
 const cell = (text, numeric = false) => {
   const td = document.createElement('td')
@@ -360,8 +414,10 @@ const segment = async () => {
         return tr
       }),
     )
-    say(`segmented with ${model}`)
+    $('segment-info').textContent = provenance(state.segmentation)
+    say(`segmented with ${model} ${WHERE[state.segmentation.where]}`)
     draw()
+    updateButtons()
   } catch (e) {
     failed(e)
   }
@@ -459,6 +515,7 @@ const updateButtons = () => {
   const ready = state.volume !== undefined && state.card !== undefined
   $('segment').disabled = !ready
   $('save').disabled = !ready || annotated() === 0
+  $('save-mask').disabled = state.segmentation === undefined
   $('undo').disabled = state.strokes.length === 0
   $('finetune').disabled = !ready || annotated() === 0
 }
@@ -494,7 +551,13 @@ view.addEventListener(
 $('tool-brush').addEventListener('click', () => setTool('brush'))
 $('tool-eraser').addEventListener('click', () => setTool('eraser'))
 $('undo').addEventListener('click', undo)
-$('save').addEventListener('click', save)
+$('save').addEventListener('click', () => download(scribbleFile(), 'scribble'))
+$('save-mask').addEventListener('click', () =>
+  download(
+    writeNifti(state.volume, state.segmentation.mask, `maco mask: ${state.segmentation.model}`),
+    'mask',
+  ),
+)
 $('segment').addEventListener('click', segment)
 $('finetune').addEventListener('click', finetune)
 document.addEventListener('keydown', (e) => {

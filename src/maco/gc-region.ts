@@ -10,10 +10,8 @@
  *
  * @example
  * const gc = gcRegion(scribble, 256, 256) // Uint8Array, 1 inside the class-0 loop
- * const pe = enhancedPrediction(po, gcTensor) // [B, H, W, C]
+ * const pe = enhancedPrediction(po, gc, 4) // Float64Array, po and pe pixel-major [B, H, W, 4]
  */
-import * as tf from '@tensorflow/tfjs-core'
-
 export type Point = readonly [number, number]
 
 const cross = (o: Point, a: Point, b: Point): number =>
@@ -92,16 +90,21 @@ export const gcRegion = (
 }
 
 /**
- * P_e: the class probabilities P_o [B, H, W, C] (channel 0 background) with the foreground
- * channels multiplied by the GC region [B, H, W] (0/1) and background = 1 - their sum.
+ * P_e: the class probabilities P_o (pixel-major, `classes` per pixel, channel 0 background)
+ * with the foreground channels multiplied by the GC region (0/1 per pixel) and background =
+ * 1 - their sum.
  */
-export const enhancedPrediction = (probabilities: tf.Tensor4D, gc: tf.Tensor3D): tf.Tensor4D =>
-  tf.tidy(() => {
-    const classes = probabilities.shape[3]
-    const foreground = tf.mul(
-      tf.slice(probabilities, [0, 0, 0, 1], [-1, -1, -1, classes - 1]),
-      tf.expandDims(gc, 3),
-    )
-    const background = tf.sub(1, tf.sum(foreground, 3, true))
-    return tf.concat([background, foreground], 3) as tf.Tensor4D
-  })
+export const enhancedPrediction = (
+  probabilities: ArrayLike<number>,
+  gc: ArrayLike<number>,
+  classes: number,
+): Float64Array => {
+  const pe = new Float64Array(probabilities.length)
+  for (let i = 0; i < gc.length; i++) {
+    const at = i * classes
+    let foreground = 0
+    for (let c = 1; c < classes; c++) foreground += pe[at + c] = probabilities[at + c] * gc[i]
+    pe[at] = 1 - foreground
+  }
+  return pe
+}

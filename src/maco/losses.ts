@@ -13,14 +13,18 @@
  * Gradients are analytic, not autograd: the UNet's backward is hand-written and needs
  * dL/dlogits for each branch, and tfjs-core's Node build registers no gradient functions
  * (they live in `register_all_gradients`, which Node cannot load). Each term returns its
- * value and its gradient; the detached sides simply get none. `macoLoss` wraps the whole
- * thing in `tf.customGrad` for code that does use `tf.grad`.
+ * value and its gradient; the detached sides simply get none. The terms are plain loops
+ * over the pixels' class vectors (float64), not tensor ops: a handful of values per pixel
+ * is too little work for a kernel's fixed cost, and on wasm the ~170 small kernels of the
+ * tensor version took 8 times as long at 128 px (bench/step-parts.ts). `macoLoss` wraps the
+ * whole thing in `tf.customGrad` for code that does use `tf.grad`.
  *
  * @example
  * const config = pipe(decodeLossConfig({ cpl: false }), E.getOrElseW(fail))
  * const { total, terms, gradients } = lossWithGradients(config, { logits, maskedLogits, scribbles, gc, unlabelled: 4 })
  * original.backward(gradients.logits); masked.backward(gradients.maskedLogits!)
  * // terms: { pce, pceMasked, mcm, gc }, each already weighted; total is their sum
+ * cosineDistance(po, pm, 4) // po, pm pixel-major ArrayLikes: { value: number, grad: Float64Array }
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
@@ -78,36 +82,56 @@ export const decodeLossConfig = (input: unknown): E.Either<string, LossConfig> =
   )
 }
 
-/** A loss term's value and its gradient with respect to its differentiable input. */
+/**
+ * Class vectors of a batch as NHWC lays them out: pixel i's value for class c at
+ * `[i * classes + c]` (what `dataSync()` of a [B, H, W, C] tensor gives).
+ */
+export type ClassMaps = ArrayLike<number>
+
+/**
+ * A loss term's value and its gradient with respect to its differentiable input. A term
+ * function adds `weight` times its gradient into the `into` it is given (a fresh zero
+ * array by default), so that the terms of a branch share one array.
+ */
 export interface Term {
-  readonly value: tf.Scalar
-  readonly grad: tf.Tensor4D
+  readonly value: number
+  readonly grad: Float64Array
 }
 
 /**
  * Mean cross-entropy over the pixels whose scribble is not `unlabelled`; 0 when there are
  * none. `grad` is with respect to the logits: (softmax - one-hot) / n on labelled pixels.
+ * The log-probability is taken from the logits (log-sum-exp), finite however saturated.
  */
 export const partialCrossEntropy = (
-  logits: tf.Tensor4D,
-  scribbles: tf.Tensor3D,
+  logits: ClassMaps,
+  scribbles: ArrayLike<number>,
   unlabelled: number,
-): Term =>
-  tf.tidy(() => {
-    const classes = logits.shape[3]
-    const labels = tf.cast(scribbles, 'int32')
-    const isLabelled = tf.notEqual(labels, unlabelled)
-    const labelled = tf.expandDims(tf.cast(isLabelled, 'float32'), 3)
-    const target = tf.oneHot(tf.where(isLabelled, labels, tf.zerosLike(labels)), classes)
-    const count = tf.maximum(tf.sum(labelled), 1)
-    const logProb = tf.logSoftmax(logits)
-    const value = tf.div<tf.Scalar>(
-      tf.neg(tf.sum(tf.mul(tf.mul(target, logProb), labelled))),
-      count,
-    )
-    const grad = tf.div<tf.Tensor4D>(tf.mul(tf.sub(tf.exp(logProb), target), labelled), count)
-    return { value, grad }
-  })
+  classes: number,
+  weight = 1,
+  grad: Float64Array = new Float64Array(logits.length),
+): Term => {
+  let count = 0
+  for (let i = 0; i < scribbles.length; i++) if ((scribbles[i] | 0) !== unlabelled) count++
+  const n = Math.max(count, 1)
+  let sum = 0
+  for (let i = 0; i < scribbles.length; i++) {
+    const label = scribbles[i] | 0
+    if (label === unlabelled) continue
+    const at = i * classes
+    let max = -Infinity
+    for (let c = 0; c < classes; c++) if (logits[at + c] > max) max = logits[at + c]
+    let total = 0
+    for (let c = 0; c < classes; c++) total += Math.exp(logits[at + c] - max)
+    const logTotal = Math.log(total)
+    for (let c = 0; c < classes; c++) {
+      const logProb = logits[at + c] - max - logTotal
+      if (c === label) sum -= logProb
+      grad[at + c] += (weight * (Math.exp(logProb) - (c === label ? 1 : 0))) / n
+    }
+  }
+  return { value: sum / n, grad }
+}
 
 const COSINE_EPS = 1e-8
 
@@ -116,50 +140,82 @@ const COSINE_EPS = 1e-8
  * cosine's denominator clamped at 1e-8. `grad` is with respect to `prediction` only:
  * the reference is detached.
  */
-export const cosineDistance = (reference: tf.Tensor4D, prediction: tf.Tensor4D): Term =>
-  tf.tidy(() => {
-    const pixels = prediction.size / prediction.shape[3]
-    const dot = tf.sum(tf.mul(reference, prediction), 3, true)
-    const refNorm2 = tf.sum(tf.square(reference), 3, true)
-    const norms = tf.mul(refNorm2, tf.sum(tf.square(prediction), 3, true))
-    const clamped = tf.maximum(norms, COSINE_EPS * COSINE_EPS)
-    const inverse = tf.rsqrt(clamped)
-    const cos = tf.mul(dot, inverse)
+export const cosineDistance = (
+  reference: ClassMaps,
+  prediction: ClassMaps,
+  classes: number,
+  weight = 1,
+  grad: Float64Array = new Float64Array(prediction.length),
+): Term => {
+  const pixels = prediction.length / classes
+  let sum = 0
+  for (let at = 0; at < prediction.length; at += classes) {
+    let dot = 0
+    let refNorm2 = 0
+    let predNorm2 = 0
+    for (let c = 0; c < classes; c++) {
+      const a = reference[at + c]
+      const b = prediction[at + c]
+      dot += a * b
+      refNorm2 += a * a
+      predNorm2 += b * b
+    }
+    const norms = refNorm2 * predNorm2
+    const inverse = 1 / Math.sqrt(Math.max(norms, COSINE_EPS * COSINE_EPS))
+    sum += dot * inverse
     // d cos / d b = a r - (a . b) |a|^2 r^3 b with r = (|a|^2 |b|^2)^(-1/2); the second
     // part vanishes where the clamp holds r constant.
-    const free = tf.cast(tf.greater(norms, COSINE_EPS * COSINE_EPS), 'float32')
-    const radial = tf.mul(tf.mul(tf.mul(dot, refNorm2), tf.pow(inverse, 3)), free)
-    const dCos = tf.sub(tf.mul(reference, inverse), tf.mul(radial, prediction))
-    return {
-      value: tf.sub<tf.Scalar>(1, tf.mean(cos)),
-      grad: tf.div<tf.Tensor4D>(tf.neg(dCos), pixels),
-    }
-  })
+    const radial =
+      norms > COSINE_EPS * COSINE_EPS ? dot * refNorm2 * inverse * inverse * inverse : 0
+    for (let c = 0; c < classes; c++)
+      grad[at + c] -=
+        (weight * (reference[at + c] * inverse - radial * prediction[at + c])) / pixels
+  }
+  return { value: 1 - sum / pixels, grad }
+}
 
 /**
  * L_cpl = (1/C') sum_c (1/N_c) sum_{i: Y_c(i) > 0} (P(i, c) - Y_c(i))^2 over the classes with
  * N_c > 0 (N_c counted over the batch); 0 when no class has any. `grad` is with respect to P.
  */
-export const cplLoss = (probabilities: tf.Tensor4D, cpl: tf.Tensor4D): Term =>
-  tf.tidy(() => {
-    const support = tf.cast(tf.greater(cpl, 0), 'float32')
-    const residual = tf.mul(tf.sub(probabilities, cpl), support)
-    const counts = tf.sum(support, [0, 1, 2])
-    const present = tf.cast(tf.greater(counts, 0), 'float32')
-    // Per class: 1 / (N_c C') where the class is present, else 0.
-    const classWeight = tf.div(
-      present,
-      tf.mul(tf.maximum(counts, 1), tf.maximum(tf.sum(present), 1)),
-    )
-    return {
-      value: tf.sum<tf.Scalar>(tf.mul(tf.sum(tf.square(residual), [0, 1, 2]), classWeight)),
-      grad: tf.mul<tf.Tensor4D>(tf.mul(residual, classWeight), 2),
+export const cplLoss = (
+  probabilities: ClassMaps,
+  cpl: ClassMaps,
+  classes: number,
+  weight = 1,
+  grad: Float64Array = new Float64Array(cpl.length),
+): Term => {
+  const counts = new Float64Array(classes)
+  for (let at = 0; at < cpl.length; at += classes)
+    for (let c = 0; c < classes; c++) if (cpl[at + c] > 0) counts[c]++
+  const present = counts.reduce((n, count) => n + (count > 0 ? 1 : 0), 0)
+  // Per class: 1 / (N_c C') where the class is present, else 0.
+  const classWeight = counts.map((count) => (count > 0 ? 1 / (count * present) : 0))
+  let value = 0
+  for (let at = 0; at < cpl.length; at += classes)
+    for (let c = 0; c < classes; c++) {
+      if (!(cpl[at + c] > 0)) continue
+      const residual = probabilities[at + c] - cpl[at + c]
+      value += residual * residual * classWeight[c]
+      grad[at + c] += 2 * weight * residual * classWeight[c]
     }
-  })
+  return { value, grad }
+}
 
-/** dL/dlogits from dL/dP for P = softmax(logits): P (g - sum_c g_c P_c). */
-export const softmaxBackward = (probabilities: tf.Tensor4D, grad: tf.Tensor4D): tf.Tensor4D =>
-  tf.tidy(() => tf.mul(probabilities, tf.sub(grad, tf.sum(tf.mul(grad, probabilities), 3, true))))
+/** dL/dlogits from dL/dP for P = softmax(logits): P (g - sum_c g_c P_c), added into `out`. */
+export const softmaxBackward = (
+  probabilities: ClassMaps,
+  grad: ClassMaps,
+  classes: number,
+  out: Float64Array = new Float64Array(grad.length),
+): Float64Array => {
+  for (let at = 0; at < grad.length; at += classes) {
+    let dot = 0
+    for (let c = 0; c < classes; c++) dot += grad[at + c] * probabilities[at + c]
+    for (let c = 0; c < classes; c++) out[at + c] += probabilities[at + c] * (grad[at + c] - dot)
+  }
+  return out
+}
 
 export interface LossInputs {
   /** Network output for the original images, [B, H, W, C] logits. */
@@ -190,60 +246,78 @@ const required = <T>(value: T | undefined, flag: string, input: string): T => {
   return value
 }
 
-/** The MaCo loss of one batch, its weighted parts and its gradients (see the module comment). */
+/**
+ * The MaCo loss of one batch, its weighted parts and its gradients (see the module comment).
+ * The tensors are read once and every term runs as a loop over the pixels in float64: on
+ * wasm, the same terms as tensor ops were ~170 small kernels with a fixed cost each.
+ */
 export const lossWithGradients = (config: LossConfig, inputs: LossInputs): LossWithGradients => {
   const { logits, scribbles, unlabelled } = inputs
   const maskedLogits = config.mcm ? required(inputs.maskedLogits, 'mcm', 'maskedLogits') : undefined
   const cpl = config.cpl ? required(inputs.cpl, 'cpl', 'cpl') : undefined
   const gc = config.gc ? required(inputs.gc, 'gc', 'gc') : undefined
-  return tf.tidy(() => {
-    const terms: Partial<Record<LossTerm, tf.Scalar>> = {}
-    // Gradients gathered per input: with respect to the logits directly, or to P = softmax.
-    const dLogits: tf.Tensor4D[] = []
-    const dOriginal: tf.Tensor4D[] = []
-    const dMaskedLogits: tf.Tensor4D[] = []
-    const dMasked: tf.Tensor4D[] = []
-    const add = (name: LossTerm, weight: number, term: Term, grads: tf.Tensor4D[]) => {
-      terms[name] = tf.mul<tf.Scalar>(weight, term.value)
-      grads.push(tf.mul<tf.Tensor4D>(weight, term.grad))
-    }
-    const original = tf.softmax(logits)
-    if (config.pce) add('pce', 1, partialCrossEntropy(logits, scribbles, unlabelled), dLogits)
-    const masked = maskedLogits === undefined ? undefined : tf.softmax(maskedLogits)
-    if (maskedLogits !== undefined && masked !== undefined) {
-      if (config.pce)
-        add(
-          'pceMasked',
-          config.beta,
-          partialCrossEntropy(maskedLogits, scribbles, unlabelled),
-          dMaskedLogits,
-        )
-      add('mcm', config.lambdaMcm, cosineDistance(original, masked), dMasked)
-    }
-    if (gc !== undefined)
-      add(
-        'gc',
-        config.lambdaGc,
-        cosineDistance(enhancedPrediction(original, gc), original),
-        dOriginal,
-      )
-    if (cpl !== undefined) add('cpl', config.lambdaCpl, cplLoss(original, cpl), dOriginal)
-    const sum = (direct: tf.Tensor4D[], viaSoftmax: tf.Tensor4D[], probabilities: tf.Tensor4D) =>
-      tf.addN([
-        tf.zerosLike(probabilities),
-        ...direct,
-        ...(viaSoftmax.length > 0 ? [softmaxBackward(probabilities, tf.addN(viaSoftmax))] : []),
-      ])
-    const parts = Object.values(terms)
+  const classes = logits.shape[3]
+  const labels = scribbles.dataSync()
+  const terms: Partial<Record<LossTerm, number>> = {}
+  /** Gradients of one branch: with respect to its logits directly, and to P = softmax. */
+  const branch = (z: tf.Tensor4D) => {
+    const values = z.dataSync()
+    // The backend's softmax: wasm's vectorised exp is twice as fast as a loop of Math.exp.
+    const probabilities = tf.softmax(z)
+    const read = probabilities.dataSync()
+    probabilities.dispose()
     return {
-      total: parts.length === 0 ? tf.scalar(0) : tf.addN<tf.Scalar>(parts),
-      terms,
-      gradients: {
-        logits: sum(dLogits, dOriginal, original),
-        ...(masked === undefined ? {} : { maskedLogits: sum(dMaskedLogits, dMasked, masked) }),
-      },
+      logits: values,
+      probabilities: read,
+      dLogits: new Float64Array(values.length),
+      dProbabilities: undefined as Float64Array | undefined,
     }
-  })
+  }
+  type Branch = ReturnType<typeof branch>
+  /** Records a term, weighted; `term` adds its gradient, times the weight, where it belongs. */
+  const add = (name: LossTerm, weight: number, term: (weight: number) => Term) => {
+    terms[name] = weight * term(weight).value
+  }
+  const viaSoftmax = (b: Branch) => (b.dProbabilities ??= new Float64Array(b.logits.length))
+  const original = branch(logits)
+  if (config.pce)
+    add('pce', 1, (w) =>
+      partialCrossEntropy(original.logits, labels, unlabelled, classes, w, original.dLogits),
+    )
+  const masked = maskedLogits === undefined ? undefined : branch(maskedLogits)
+  if (masked !== undefined) {
+    if (config.pce)
+      add('pceMasked', config.beta, (w) =>
+        partialCrossEntropy(masked.logits, labels, unlabelled, classes, w, masked.dLogits),
+      )
+    add('mcm', config.lambdaMcm, (w) =>
+      cosineDistance(original.probabilities, masked.probabilities, classes, w, viaSoftmax(masked)),
+    )
+  }
+  if (gc !== undefined) {
+    const enhanced = enhancedPrediction(original.probabilities, gc.dataSync(), classes)
+    add('gc', config.lambdaGc, (w) =>
+      cosineDistance(enhanced, original.probabilities, classes, w, viaSoftmax(original)),
+    )
+  }
+  if (cpl !== undefined)
+    add('cpl', config.lambdaCpl, (w) =>
+      cplLoss(original.probabilities, cpl.dataSync(), classes, w, viaSoftmax(original)),
+    )
+  const gradient = (b: Branch): tf.Tensor4D => {
+    if (b.dProbabilities !== undefined)
+      softmaxBackward(b.probabilities, b.dProbabilities, classes, b.dLogits)
+    return tf.tensor4d(Float32Array.from(b.dLogits), logits.shape)
+  }
+  const parts = Object.values(terms)
+  return {
+    total: tf.scalar(parts.reduce((a, b) => a + b, 0)),
+    terms: Object.fromEntries(Object.entries(terms).map(([k, v]) => [k, tf.scalar(v)])),
+    gradients: {
+      logits: gradient(original),
+      ...(masked === undefined ? {} : { maskedLogits: gradient(masked) }),
+    },
+  }
 }
 
 /**

@@ -162,6 +162,28 @@ t.test(
   },
 )
 
+t.test(
+  "wasm max-pool gradient matches the cpu backend's on odd sizes, overlapping windows and ties",
+  async (t) => {
+    const cases = [
+      { shape: [3, 9, 7, 5], filter: 2, stride: 2, pad: 'valid' },
+      { shape: [2, 9, 11, 3], filter: 3, stride: 2, pad: 'same' },
+      { shape: [1, 6, 5, 7], filter: 3, stride: 1, pad: 'valid' },
+    ] as const
+    for (const c of cases) {
+      // Integers from -2 to 2: most windows hold ties, which go to the first maximum.
+      const x = normal([...c.shape], 4).map((v) => Math.max(-2, Math.min(2, Math.round(v))))
+      const [cpu, wasm] = await onBoth(() =>
+        tf.grad((v: tf.Tensor) => {
+          const y = tf.maxPool(v as tf.Tensor4D, c.filter, c.stride, c.pad)
+          return tf.sum(tf.mul(y, tf.reshape(tf.range(1, y.size + 1), y.shape)))
+        })(tf.tensor4d(x, [...c.shape])),
+      )
+      t.same(Array.from(wasm), Array.from(cpu), `${c.shape} ${c.filter}x${c.filter} /${c.stride}`)
+    }
+  },
+)
+
 t.test('the filter gradient kernel refuses what it does not implement', async (t) => {
   await use('wasm')
   const c: FilterCase = { name: '', x: [1, 8, 8, 2], w: [3, 3, 2, 2], stride: 2, pad: 'same' }

@@ -322,16 +322,28 @@ export const lossWithGradients = (config: LossConfig, inputs: LossInputs): LossW
 
 /**
  * The total loss as one differentiable op for `tf.grad`/`tf.variableGrads`: with respect
- * to `logits` and, with `mcm`, `maskedLogits`; the other inputs are constants.
+ * to `logits` and, with `mcm`, `maskedLogits`; the other inputs are constants. `onTerms`
+ * gets each weighted term's value, for a log that needs them without a second evaluation.
  */
-export const macoLoss = (config: LossConfig, inputs: LossInputs): tf.Scalar => {
+export const macoLoss = (
+  config: LossConfig,
+  inputs: LossInputs,
+  onTerms?: (terms: Partial<Record<LossTerm, number>>) => void,
+): tf.Scalar => {
   const xs = config.mcm
     ? [inputs.logits, required(inputs.maskedLogits, 'mcm', 'maskedLogits')]
     : [inputs.logits]
   return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const save = args[xs.length] as tf.GradSaveFunc
     const [logits, maskedLogits] = args as tf.Tensor4D[]
-    const { total, gradients } = lossWithGradients(config, { ...inputs, logits, maskedLogits })
+    const { total, terms, gradients } = lossWithGradients(config, {
+      ...inputs,
+      logits,
+      maskedLogits,
+    })
+    const parts = Object.entries(terms)
+    onTerms?.(Object.fromEntries(parts.map(([k, v]) => [k, v.dataSync()[0]])))
+    tf.dispose(parts.map(([, v]) => v))
     // `save` keeps the gradients only while a tape records, for the backward pass.
     save(
       gradients.maskedLogits === undefined

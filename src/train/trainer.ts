@@ -35,7 +35,7 @@ import * as t from 'io-ts'
 import { appendFile, mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dice } from '../eval/metrics.ts'
-import { lossWithGradients, macoLoss, type LossInputs } from '../maco/losses.ts'
+import { macoLoss, type LossInputs } from '../maco/losses.ts'
 import { maskBatch, maskingOptions, type MaskingOptions } from '../maco/masking.ts'
 import { initialWeights, predictLogits, toParams, type Params } from '../model/tfjs-unet.ts'
 import type { UNetSpec } from '../model/unet.ts'
@@ -433,13 +433,9 @@ export const train =
     })
     let terms: Record<string, number> = {}
     const loss = (logits: tf.Tensor4D, masked: tf.Tensor4D | undefined, b: Batch): tf.Scalar => {
-      const inputsOf = lossInputs(config, logits, masked, b)
-      // The terms for the log: the loss again, cheap beside the network, outside the tape's use.
-      terms = tf.tidy(() => {
-        const parts = lossWithGradients(config.loss, inputsOf).terms
-        return Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, v.dataSync()[0]]))
-      }) as unknown as Record<string, number>
-      return macoLoss(config.loss, inputsOf)
+      return macoLoss(config.loss, lossInputs(config, logits, masked, b), (t) => {
+        terms = t
+      })
     }
 
     try {

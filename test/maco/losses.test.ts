@@ -325,6 +325,12 @@ t.test('macoLoss is differentiable by tf.grads, with the same gradients', async 
     Math.abs(value(macoLoss(config, inputs(t4(z0), t4(zm0)))) - refLoss(config, z0, zm0).total) <
       1e-5,
   )
+  let logged: Record<string, number> = {}
+  value(macoLoss(config, inputs(t4(z0), t4(zm0)), (terms) => (logged = terms)))
+  const reference = refLoss(config, z0, zm0).terms
+  t.same(Object.keys(logged).sort(), Object.keys(reference).sort(), 'onTerms: every enabled term')
+  for (const [name, v] of Object.entries(reference))
+    t.ok(Math.abs(logged[name] - v) < 1e-5, `onTerms: ${name} is the weighted term`)
   const single = { ...config, mcm: false }
   const only = tf.grad((z: tf.Tensor) =>
     macoLoss(single, { ...inputs(z as tf.Tensor4D, t4(zm0)), maskedLogits: undefined }),

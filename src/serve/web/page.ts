@@ -10,8 +10,8 @@
  * the server starts, held in memory: `/web/nifti.js` (the NIfTI codec) and `/web/segment.js`
  * (the server's segmentation on onnxruntime-web). The ORT browser build that `segment.js`
  * imports, and its wasm, are served from node_modules under `/web/ort/`, read on first
- * request and tagged with the package's version. No build step for the user. The page calls the same HTTP API as any client, with
- * the API key typed into the page.
+ * request and tagged with the package's version. No build step for the user. The page calls
+ * the same HTTP API as any client, with the API key typed into the page.
  *
  * @example
  * const web = await webPage()

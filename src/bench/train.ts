@@ -54,6 +54,8 @@ export const pytorchMsPerStep = (size: number, batch: number, base: number): num
 
 export interface TrainResult {
   readonly engine: string
+  /** The GPU, for engines that name it (webgpu). */
+  readonly device?: string
   readonly size: number
   readonly batch: number
   readonly base: number
@@ -133,7 +135,7 @@ export const trainBench = async (
     throw new RangeError('profiling times the kernels of this thread: use it with 1 worker')
   const spec = unetSpec({ base })
   log(
-    `bench train: engine ${engine.name}, ${size} px, batch ${batch}, base ${base}, ${workers} worker(s), 1 warm-up + ${steps} step(s)`,
+    `bench train: engine ${engine.name}${engine.device ? ` on ${engine.device}` : ''}, ${size} px, batch ${batch}, base ${base}, ${workers} worker(s), 1 warm-up + ${steps} step(s)`,
   )
   const weights = initialWeights(spec, 0)
   let state = initialState(spec, toParams(spec, weights))
@@ -185,6 +187,7 @@ export const trainBench = async (
   const pytorch = pytorchMsPerStep(size, batch, base)
   return {
     engine: engine.name,
+    ...(engine.device ? { device: engine.device } : {}),
     size,
     batch,
     base,

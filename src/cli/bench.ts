@@ -21,7 +21,7 @@ import { table, type Row } from '../bench/report.ts'
 import { serveBench, serveRows } from '../bench/serve.ts'
 import { trainBench, trainRows } from '../bench/train.ts'
 import { DEFAULT_UNET, sizeMultiple, unetSpec } from '../model/unet.ts'
-import { ENGINE_CHOICES, loadEngine, type EngineChoice } from '../train/engine.ts'
+import { ENGINE_CHOICES, loadEngine, singleThreaded, type EngineChoice } from '../train/engine.ts'
 import {
   flag,
   inputError,
@@ -114,13 +114,13 @@ const train: Prepare = async (args, io, all) => {
   if (E.isLeft(loaded)) throw inputError(loaded.left)
   const engine = loaded.right
   for (const s of engine.skipped) io.err(`skipped engine ${s}\n`)
-  const singleThreaded = engine.name === 'wasm' || engine.name === 'cpu'
-  if (workers > 1 && !singleThreaded)
+  if (workers > 1 && !singleThreaded(engine.name))
     throw usageError(
-      `--workers 2 is for the single-threaded engines (wasm, cpu); '${engine.name}' uses every core itself`,
+      `--workers 2 is for the single-threaded engines (wasm, cpu); '${engine.name}' runs in one process`,
     )
   // The whole suite compares one worker with two where two can help, unless told otherwise.
-  const counts = all && args.values.workers === undefined && singleThreaded ? [1, 2] : [workers]
+  const counts =
+    all && args.values.workers === undefined && singleThreaded(engine.name) ? [1, 2] : [workers]
   return async () => {
     const results = []
     for (const w of counts)
@@ -209,7 +209,7 @@ export const bench: Command = {
     '  --batch N        images per step (default 4)',
     `  --base N         UNet base width, a power of two 1..64 (default ${DEFAULT_UNET.base}, the reference; the cpu`,
     '                   recipes train base 8 at 128 px: --size 128 --base 8)',
-    '  --engine NAME    auto|wasm|cpu|tensorflow|tensorflow-gpu (default auto)',
+    '  --engine NAME    auto|wasm|cpu|tensorflow|tensorflow-gpu|webgpu (default auto)',
     '  --workers 1|2    worker threads running the two forward/backward passes (wasm, cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',
     '  --profile        then time one more step per kernel (top kernels on stderr, all in the JSON)',

@@ -54,7 +54,7 @@ export const demo: Command = {
     'Options:',
     '  --out DIR             where the run, the model and a sample scan go (default runs/demo)',
     "  --epochs N            training epochs (default: the smoke recipe's)",
-    '  --engine E            auto (default), wasm, cpu, tensorflow, tensorflow-gpu',
+    '  --engine E            auto (default), wasm, cpu, tensorflow, tensorflow-gpu, webgpu',
     '  --json                print {runDir, model, card, sample, metrics} on stdout',
     '',
     'Takes a minute or two on two cores; then serve the model with `maco serve`.',

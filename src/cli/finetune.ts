@@ -230,7 +230,7 @@ export const finetuneCommand: Command = {
     const parent = await loadParent(from)()
     if (E.isLeft(parent)) throw inputError(parent.left)
     const plan = await planOf(args, parent.right, io)
-    const engine = await engineFor(args, io)
+    const engine = await engineFor(args, io, workers)
     let bar: Progress | undefined
     const data = await plan.prepare((c, _, total) => {
       bar ??= progress({ label: 'prepare', total, io })

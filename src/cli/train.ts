@@ -18,7 +18,13 @@ import { basename, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { runPipeline } from '../pipeline/run.ts'
 import { formatStageError, type CaseRecord } from '../pipeline/stage.ts'
-import { ENGINE_CHOICES, loadEngine, type Engine, type EngineChoice } from '../train/engine.ts'
+import {
+  ENGINE_CHOICES,
+  loadEngine,
+  singleThreaded,
+  type Engine,
+  type EngineChoice,
+} from '../train/engine.ts'
 import { workerPasses } from '../train/parallel.ts'
 import {
   LOSS_PRESET_NAMES,
@@ -148,16 +154,24 @@ const overridesOf = (args: Parsed): Overrides => {
 }
 
 const describeEngine = (e: Engine, choice: EngineChoice): string =>
-  choice === 'auto'
-    ? `engine: ${e.name} (auto${e.skipped.length > 0 ? `; skipped ${e.skipped.join('; ')}` : ''})`
-    : `engine: ${e.name} (asked for)`
+  `engine: ${e.name}${e.device ? ` on ${e.device}` : ''} ` +
+  (choice === 'auto'
+    ? `(auto${e.skipped.length > 0 ? `; skipped ${e.skipped.join('; ')}` : ''})`
+    : '(asked for)')
 
-/** Loads the engine the flag names; exit 2 with its reason when it is not there. */
-export const engineFor = async (args: Parsed, io: CommandIO) => {
+/**
+ * Loads the engine the flag names; exit 2 with its reason when it is not there, or when
+ * `workers` above 1 ask for threads that only a single-threaded engine can use.
+ */
+export const engineFor = async (args: Parsed, io: CommandIO, workers = 1) => {
   const asked = choice<EngineChoice>(args, 'engine', ENGINE_CHOICES) ?? 'auto'
   const engine = await loadEngine(asked)()
   if (E.isLeft(engine)) throw inputError(engine.left)
   io.err(`${describeEngine(engine.right, asked)}\n`)
+  if (workers > 1 && !singleThreaded(engine.right.name))
+    throw usageError(
+      `--workers ${workers} is for the single-threaded engines (wasm, cpu); '${engine.right.name}' runs in one process`,
+    )
   return engine.right
 }
 
@@ -383,7 +397,7 @@ export const trainCommand: Command = {
     const { name, recipe, config, dataDir, runDir } = resume
       ? await resumePlan(args, recipes, pipeline)
       : freshPlan(args, recipes, pipeline, overrides)
-    const engine = await engineFor(args, io)
+    const engine = await engineFor(args, io, workers)
     if (!resume) {
       const run: RunFile = { pipeline, recipe: name, dataDir: dataDir ?? null, config }
       await writeFileAtomic(join(runDir, RUN_FILE), `${JSON.stringify(run, null, 2)}\n`)

@@ -247,6 +247,34 @@ const required = <T>(value: T | undefined, flag: string, input: string): T => {
 }
 
 /**
+ * Whether the active backend's tensors can be read synchronously only once `data()` has
+ * brought them to the host (WebGPU's, in Node: its synchronous read needs a canvas).
+ */
+export const readsOnlyAsync = (): boolean => tf.getBackend() === 'webgpu'
+
+/** Softmax over the class axis of pixel-major `logits`, a loop (max-shifted, float64). */
+export const softmax = (logits: ArrayLike<number>, classes: number): Float32Array => {
+  const p = new Float32Array(logits.length)
+  const e = new Float64Array(classes)
+  for (let i = 0; i < logits.length; i += classes) {
+    let max = -Infinity
+    for (let c = 0; c < classes; c++) max = Math.max(max, logits[i + c])
+    let sum = 0
+    for (let c = 0; c < classes; c++) sum += e[c] = Math.exp(logits[i + c] - max)
+    for (let c = 0; c < classes; c++) p[i + c] = e[c] / sum
+  }
+  return p
+}
+
+/** The backend's softmax, read back: wasm's vectorised exp is twice as fast as `softmax`. */
+const backendSoftmax = (z: tf.Tensor4D): ArrayLike<number> => {
+  const probabilities = tf.softmax(z)
+  const read = probabilities.dataSync()
+  probabilities.dispose()
+  return read
+}
+
+/**
  * The MaCo loss of one batch, its weighted parts and its gradients (see the module comment).
  * The tensors are read once and every term runs as a loop over the pixels in float64: on
  * wasm, the same terms as tensor ops were ~170 small kernels with a fixed cost each.
@@ -262,13 +290,9 @@ export const lossWithGradients = (config: LossConfig, inputs: LossInputs): LossW
   /** Gradients of one branch: with respect to its logits directly, and to P = softmax. */
   const branch = (z: tf.Tensor4D) => {
     const values = z.dataSync()
-    // The backend's softmax: wasm's vectorised exp is twice as fast as a loop of Math.exp.
-    const probabilities = tf.softmax(z)
-    const read = probabilities.dataSync()
-    probabilities.dispose()
     return {
       logits: values,
-      probabilities: read,
+      probabilities: readsOnlyAsync() ? softmax(values, classes) : backendSoftmax(z),
       dLogits: new Float64Array(values.length),
       dProbabilities: undefined as Float64Array | undefined,
     }

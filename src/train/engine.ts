@@ -2,6 +2,8 @@
  * Training engines: one tfjs-core, several backends, chosen at run time.
  *
  * - `tensorflow-gpu`: @tensorflow/tfjs-node-gpu (libtensorflow with CUDA 11.2 + cuDNN 8.1)
+ * - `webgpu`: @tensorflow/tfjs-backend-webgpu on Dawn (the `webgpu` package): any GPU with a
+ *   Vulkan driver, no CUDA libraries needed (`webgpu.ts`)
  * - `tensorflow`: @tensorflow/tfjs-node (libtensorflow on the CPU, all cores)
  * - `wasm`: @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD, one thread in Node; always there)
  * - `cpu`: @tensorflow/tfjs-backend-cpu (plain JS; the reference for tests)
@@ -13,9 +15,10 @@
  * only when the versions match (4.22), so that npm installs a single copy. A mismatch shows
  * as "loaded but registered no 'tensorflow' backend".
  *
- * `auto` takes the first of tensorflow-gpu, tensorflow, wasm that loads and says why the
- * others were skipped. Loading also registers tfjs's gradients (tfjs-core's Node bundle
- * ships without them) and, for wasm, the kernels it lacks (`wasm-kernels.ts`).
+ * `auto` takes the first of tensorflow-gpu, webgpu (on a hardware adapter only), tensorflow,
+ * wasm that loads and says why the others were skipped. Loading also registers tfjs's
+ * gradients (tfjs-core's Node bundle ships without them) and, for wasm, the kernels it lacks
+ * (`wasm-kernels.ts`).
  *
  * @example
  * const engine = await loadEngine('auto')() // Either<string, Engine>
@@ -28,8 +31,9 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { register as registerCommonJs } from 'tsx/cjs/api'
 import { registerWasmKernels } from './wasm-kernels.ts'
+import { hasGpuDevice, registerWebGpu } from './webgpu.ts'
 
-export const ENGINE_NAMES = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const
+export const ENGINE_NAMES = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const
 export type EngineName = (typeof ENGINE_NAMES)[number]
 export type EngineChoice = EngineName | 'auto'
 export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', ...ENGINE_NAMES]
@@ -40,9 +44,14 @@ export interface Engine {
   readonly backend: string
   /** Engines `auto` tried first, each with why it was passed over. */
   readonly skipped: readonly string[]
+  /** The GPU it runs on, where the engine says (webgpu). */
+  readonly device?: string
 }
 
-const AUTO_ORDER: readonly EngineName[] = ['tensorflow-gpu', 'tensorflow', 'wasm']
+const AUTO_ORDER: readonly EngineName[] = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm']
+
+/** The engines that run one thread per process, so that worker threads can add cores. */
+export const singleThreaded = (name: EngineName): boolean => name === 'wasm' || name === 'cpu'
 
 const require = createRequire(import.meta.url)
 
@@ -94,19 +103,34 @@ const NODE_PACKAGES = {
   tensorflow: '@tensorflow/tfjs-node',
 } as const
 
-/** Makes `name` the active backend, or says in one line why it cannot be. */
-const activate = async (name: EngineName): Promise<E.Either<string, string>> => {
+/**
+ * Makes `name` the active backend, or says in one line why it cannot be; Right is the
+ * backend and, for webgpu, the adapter. `auto` takes webgpu only on a hardware adapter.
+ */
+const activate = async (
+  name: EngineName,
+  auto = false,
+): Promise<E.Either<string, { backend: string; device?: string }>> => {
   try {
+    if (name === 'webgpu') {
+      if (auto && !hasGpuDevice())
+        return E.left('no GPU device (/dev/nvidiactl, /dev/dri/renderD*)')
+      const adapter = await registerWebGpu({ allowSoftware: !auto })
+      if (E.isLeft(adapter)) return adapter
+      return (await tf.setBackend('webgpu'))
+        ? E.right({ backend: 'webgpu', device: adapter.right })
+        : E.left(`the webgpu backend failed to start on ${adapter.right}`)
+    }
     if (name === 'cpu') {
       await import('@tensorflow/tfjs-backend-cpu')
       return (await tf.setBackend('cpu'))
-        ? E.right('cpu')
+        ? E.right({ backend: 'cpu' })
         : E.left('the cpu backend failed to start')
     }
     if (name === 'wasm') {
       await loadWasm()
       return (await tf.setBackend('wasm'))
-        ? E.right('wasm')
+        ? E.right({ backend: 'wasm' })
         : E.left('the wasm backend failed to start')
     }
     const pkg = NODE_PACKAGES[name]
@@ -117,7 +141,7 @@ const activate = async (name: EngineName): Promise<E.Either<string, string>> => 
         `${pkg} loaded but registered no 'tensorflow' backend on @tensorflow/tfjs-core ${tf.version_core} (their versions must match)`,
       )
     return (await tf.setBackend('tensorflow'))
-      ? E.right('tensorflow')
+      ? E.right({ backend: 'tensorflow' })
       : E.left(`${pkg} failed to start its backend`)
   } catch (e) {
     return E.left(`failed to load: ${firstLine(e)}`)
@@ -136,13 +160,13 @@ export const loadEngine =
     if (choice !== 'auto') {
       const r = await activate(choice)
       return E.isRight(r)
-        ? E.right({ name: choice, backend: r.right, skipped: [] })
+        ? E.right({ name: choice, ...r.right, skipped: [] })
         : E.left(`engine '${choice}' is not available: ${r.left}`)
     }
     const skipped: string[] = []
     for (const name of AUTO_ORDER) {
-      const r = await activate(name)
-      if (E.isRight(r)) return E.right({ name, backend: r.right, skipped })
+      const r = await activate(name, true)
+      if (E.isRight(r)) return E.right({ name, ...r.right, skipped })
       skipped.push(`${name}: ${r.left}`)
     }
     return E.left(`no engine could be loaded (${skipped.join('; ')})`)

@@ -17,6 +17,7 @@
  * state = r.state // r.loss: number
  */
 import * as tf from '@tensorflow/tfjs-core'
+import { readsOnlyAsync } from '../maco/losses.ts'
 import {
   forwardTrain,
   updateMovingStats,
@@ -169,6 +170,13 @@ export const computeGradients = async <B extends StepBatch>(
     images,
     names.map((n) => [at.seed, 'dropout', at.step, n]),
   )
+  // The loss reads its inputs synchronously: bring them to the host first where that waits.
+  if (readsOnlyAsync())
+    await Promise.all(
+      [...runs.map((r) => r.logits), ...Object.values(batch)]
+        .filter((v): v is tf.Tensor => v instanceof tf.Tensor)
+        .map((t) => t.data()),
+    )
   let next = params
   for (const r of movingStats === 'every-pass' ? runs : runs.slice(0, 1))
     next = updateMovingStats(next, r.stats)

@@ -3,6 +3,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { createRequire } from 'node:module'
 import t from 'tap'
 import { ENGINE_CHOICES, loadEngine } from '../../src/train/engine.ts'
+import { hasGpuDevice } from '../../src/train/webgpu.ts'
 
 const installed = (pkg: string) => {
   try {
@@ -29,8 +30,10 @@ t.test('auto takes the first engine that loads and says why the others were skip
   if (installed('@tensorflow/tfjs-node-gpu') || installed('@tensorflow/tfjs-node'))
     return t.pass('a native engine is installed here')
   t.equal(r.right.name, 'wasm')
+  if (hasGpuDevice()) return t.pass('this machine has a GPU device: webgpu may be taken')
   t.same(r.right.skipped, [
     'tensorflow-gpu: @tensorflow/tfjs-node-gpu is not installed (npm i @tensorflow/tfjs-node-gpu)',
+    'webgpu: no GPU device (/dev/nvidiactl, /dev/dri/renderD*)',
     'tensorflow: @tensorflow/tfjs-node is not installed (npm i @tensorflow/tfjs-node)',
   ])
 })
@@ -50,5 +53,5 @@ t.test(
 )
 
 t.test('the choices list auto and every engine', async (t) => {
-  t.same([...ENGINE_CHOICES], ['auto', 'tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'])
+  t.same([...ENGINE_CHOICES], ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'])
 })

@@ -263,10 +263,21 @@ for (const backend of ['cpu', 'wasm'] as const)
     },
   )
 
-t.test(
-  'any program of the ops is interpreted: batch norm on a concat, pooling a concat',
-  async (t) => {
-    const spec: UNetSpec = {
+/**
+ * Programs beyond the UNet: each kind of unit, odd channel counts and sizes. `cancelled`: conv
+ * biases that reach the loss only through a batch norm, which cancels them (gradient 0).
+ */
+const PROGRAMS: readonly {
+  name: string
+  spec: UNetSpec
+  shape: [number, number, number]
+  cancelled: readonly string[]
+}[] = [
+  {
+    name: 'batch norm on a concat, pooling a concat',
+    shape: [2, 16, 16],
+    cancelled: ['b.bias'],
+    spec: {
       options: { ...tiny.options, classes: 2 },
       ops: [
         { op: 'conv', name: 'a', inChannels: 1, outChannels: 3, kernel: 3 },
@@ -282,30 +293,76 @@ t.test(
         { op: 'upsample' },
         { op: 'conv', name: 'out', inChannels: 12, outChannels: 2, kernel: 3 },
       ],
-    }
-    const w = initialWeights(spec, 8)
-    const x = randomImages(2, 16, 8)
-    const r = tf.reshape(randomImages(4, 16, 9), [2, 16, 16, 2]) as tf.Tensor4D
-    const expected = referenceGradients(spec, w, x, r, 10)
-    const params = toParams(spec, w)
-    const before = tf.memory().numTensors
-    const pass = forwardTrain(spec, params, x, seeded(10, 'dropout'))
-    const grads = pass.backward(r)
-    for (const name of trainable(spec)) {
-      const got = grads[name].dataSync() as Float32Array
-      // b's bias reaches the loss only through the batch norm, which cancels it: 0 exactly.
-      if (name === 'b.bias')
-        t.ok(
-          [...got, ...expected[name]].every((v) => Math.abs(v) < 1e-5),
-          name,
-        )
-      else t.ok(relativeError(got, expected[name]) < 1e-4, name)
-    }
-    tf.dispose([pass.logits, ...Object.values(grads)])
-    t.equal(tf.memory().numTensors, before, 'the pass freed all it kept')
-    tf.dispose([x, r, ...Object.values(params)])
+    },
   },
-)
+  {
+    name: 'batch norm with and without LeakyReLU and dropout, 3 x 5 x 7',
+    shape: [3, 5, 7],
+    cancelled: ['a.bias', 'c.bias'],
+    spec: {
+      options: { ...tiny.options, classes: 2 },
+      ops: [
+        { op: 'conv', name: 'a', inChannels: 1, outChannels: 6, kernel: 3 },
+        { op: 'batchNorm', name: 'an', channels: 6 },
+        { op: 'leakyRelu' },
+        { op: 'dropout', rate: 0.3 },
+        { op: 'conv', name: 'b', inChannels: 6, outChannels: 6, kernel: 1 },
+        { op: 'leakyRelu' },
+        { op: 'dropout', rate: 0.5 },
+        { op: 'conv', name: 'c', inChannels: 6, outChannels: 5, kernel: 3 },
+        { op: 'batchNorm', name: 'cn', channels: 5 },
+        { op: 'conv', name: 'out', inChannels: 5, outChannels: 2, kernel: 3 },
+      ],
+    },
+  },
+]
+
+for (const backend of ['cpu', 'wasm'] as const)
+  for (const { name, spec, shape, cancelled } of PROGRAMS)
+    t.test(`any program of the ops is interpreted on ${backend}: ${name}`, async (t) => {
+      const [b, h, w] = shape
+      const weights = initialWeights(spec, 8)
+      // Non-trivial batch norm parameters, so that every term of their backward matters.
+      const rng = seeded(8, 'perturb')
+      for (const [k, v] of Object.entries(weights))
+        if (k.endsWith('.gamma') || k.endsWith('.beta'))
+          v.forEach((a, i) => (v[i] = a + rng.normal()))
+      const xs = Float32Array.from({ length: b * h * w }, () => rng.normal())
+      const rs = Float32Array.from({ length: b * h * w * 2 }, () => rng.normal())
+      const expected = tf.tidy(() =>
+        referenceGradients(
+          spec,
+          weights,
+          tf.tensor4d(xs, [b, h, w, 1]),
+          tf.tensor4d(rs, [b, h, w, 2]),
+          10,
+        ),
+      )
+      await use(backend)
+      const x = tf.tensor4d(xs, [b, h, w, 1])
+      const r = tf.tensor4d(rs, [b, h, w, 2])
+      const params = toParams(spec, weights)
+      const before = tf.memory().numTensors
+      const pass = forwardTrain(spec, params, x, seeded(10, 'dropout'))
+      const grads = pass.backward(r)
+      for (const name of trainable(spec)) {
+        const got = grads[name].dataSync() as Float32Array
+        if (cancelled.includes(name))
+          t.ok(
+            [...got, ...expected[name]].every((v) => Math.abs(v) < 1e-5),
+            `${name} = 0`,
+          )
+        else
+          t.ok(
+            relativeError(got, expected[name]) < 1e-4,
+            `${name}: ${relativeError(got, expected[name]).toExponential(1)}`,
+          )
+      }
+      tf.dispose([pass.logits, ...Object.values(grads)])
+      t.equal(tf.memory().numTensors, before, 'the pass freed all it kept')
+      tf.dispose([x, r, ...Object.values(params)])
+      await use('cpu')
+    })
 
 t.test('weights round-trip through tensors, named and shaped as parameterShapes', async (t) => {
   const w = initialWeights(tiny, 7)

@@ -22,6 +22,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { existsSync, readdirSync } from 'node:fs'
 import { createRequire } from 'node:module'
+import { registerWebGpuKernels } from './webgpu-kernels.ts'
 
 /** What the parts of Dawn's API used here look like (the `webgpu` package ships no types we use). */
 interface Adapter {
@@ -42,8 +43,10 @@ const require = createRequire(import.meta.url)
 
 const describe = (a: Adapter, kind: string): string => {
   const { vendor, architecture, device, description } = a.info
-  const name = description || device || architecture || 'unknown GPU'
-  return `${name} (${[vendor, kind].filter((s) => s).join(', ')})`
+  const name = [vendor, architecture, device].filter((s) => s).join(' ')
+  return name
+    ? `${name} (${[description, kind].filter((s) => s).join(', ')})`
+    : `${description} (${kind})`
 }
 
 /** The hardware adapter, else (when allowed) the software one, with a line saying which. */
@@ -135,6 +138,7 @@ export const registerWebGpu = async (options: {
         adapter.info as unknown as ConstructorParameters<typeof WebGPUBackend>[1],
       ),
   )
+  registerWebGpuKernels()
   registered = name
   return E.right(name)
 }

@@ -86,3 +86,43 @@ t.test('the host softmax used on webgpu equals tf.softmax and sums to 1', async 
     t.ok(Math.abs(p.subarray(4 * r, 4 * r + 4).reduce((a, b) => a + b, 0) - 1) < 1e-6, `row ${r}`)
   if (!skip) await tf.setBackend('webgpu')
 })
+
+t.test('the webgpu filter gradient and global pool equal the cpu backend', { skip }, async (t) => {
+  const cases = [
+    { x: [2, 5, 7, 3], k: 3, o: 4 },
+    { x: [1, 6, 4, 2], k: 1, o: 3 },
+    { x: [3, 7, 5, 2], k: 5, o: 2 },
+  ]
+  const run = async (backend: string) => {
+    await tf.setBackend(backend)
+    const rng = seeded(9, 'inputs')
+    const normal = (shape: number[]) =>
+      Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal())
+    const results: Float32Array[] = []
+    for (const c of cases) {
+      const [b, h, w, ci] = c.x
+      const x = tf.tensor4d(normal(c.x), c.x as [number, number, number, number])
+      const dy = tf.tensor4d(normal([b, h, w, c.o]), [b, h, w, c.o])
+      const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, {
+        strides: [1, 1],
+        pad: 'same',
+        dataFormat: 'NHWC',
+        dimRoundingMode: undefined,
+        filterShape: [c.k, c.k, ci, c.o],
+      } as unknown as tf.NamedAttrMap) as tf.Tensor
+      results.push((await dw.data()) as Float32Array)
+      const pooled = tf.avgPool(x, [h, w], 1, 'valid')
+      t.same(pooled.shape, [b, 1, 1, ci], `pooled shape on ${backend}`)
+      results.push((await pooled.data()) as Float32Array)
+      tf.dispose([x, dy, dw, pooled])
+    }
+    return results
+  }
+  const onGpu = await run('webgpu')
+  const onCpu = await run('cpu')
+  await tf.setBackend('webgpu')
+  onCpu.forEach((ref, k) => {
+    const worst = Math.max(...ref.map((v, i) => Math.abs(v - onGpu[k][i])))
+    t.ok(worst < 1e-4, `result ${k}: largest difference ${worst.toExponential(2)}`)
+  })
+})

@@ -167,11 +167,11 @@ export const engineFor = async (args: Parsed, io: CommandIO, workers = 1) => {
   const asked = choice<EngineChoice>(args, 'engine', ENGINE_CHOICES) ?? 'auto'
   const engine = await loadEngine(asked)()
   if (E.isLeft(engine)) throw inputError(engine.left)
-  io.err(`${describeEngine(engine.right, asked)}\n`)
   if (workers > 1 && !singleThreaded(engine.right.name))
     throw usageError(
       `--workers ${workers} is for the single-threaded engines (wasm, cpu); '${engine.right.name}' runs in one process`,
     )
+  io.err(`${describeEngine(engine.right, asked)}\n`)
   return engine.right
 }
 

@@ -2,8 +2,10 @@ import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { runCli } from '../../src/cli/main.ts'
+import { loadEngine } from '../../src/train/engine.ts'
 import { maco } from '../helpers/cli.ts'
 
 const SYNTHETIC = 'pipelines/synthetic.ts'
@@ -86,6 +88,19 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
   ])
     t.match(help.out, option)
 })
+
+t.test(
+  '--workers above 1 with an engine that is not single-threaded is bad usage',
+  { skip: E.isLeft(await loadEngine('webgpu')()) && 'no webgpu engine here' },
+  async (t) => {
+    const r = await maco('train', SYNTHETIC, '--engine', 'webgpu', '--workers', '2')
+    t.equal(r.code, 2)
+    t.equal(
+      r.err,
+      "maco train: --workers 2 is for the single-threaded engines (wasm, cpu); 'webgpu' runs in one process\n",
+    )
+  },
+)
 
 t.test('a missing dataset is bad input, not a crash', async (t) => {
   const dir = t.testdir({

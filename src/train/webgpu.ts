@@ -26,7 +26,13 @@ import { registerWebGpuKernels } from './webgpu-kernels.ts'
 
 /** What the parts of Dawn's API used here look like (the `webgpu` package ships no types we use). */
 interface Adapter {
-  readonly info: { vendor: string; architecture: string; device: string; description: string }
+  readonly info: {
+    vendor: string
+    architecture: string
+    device: string
+    description: string
+    isFallbackAdapter?: boolean
+  }
   readonly features: ReadonlySet<string>
   readonly limits: Readonly<Record<string, number>>
   readonly requestDevice: (descriptor: object) => Promise<unknown>
@@ -49,6 +55,11 @@ const describe = (a: Adapter, kind: string): string => {
     : `${description} (${kind})`
 }
 
+/** A CPU rendering a GPU (Mesa's lavapipe and llvmpipe, SwiftShader): slower than wasm. */
+const isSoftware = (a: Adapter): boolean =>
+  a.info.isFallbackAdapter === true ||
+  /llvmpipe|lavapipe|swiftshader/i.test(`${a.info.device} ${a.info.description}`)
+
 /** The hardware adapter, else (when allowed) the software one, with a line saying which. */
 const findAdapter = async (
   dawn: Dawn,
@@ -58,7 +69,8 @@ const findAdapter = async (
   const hardware = await gpu
     .requestAdapter({ powerPreference: 'high-performance' })
     .catch(() => null)
-  if (hardware) return E.right({ gpu, adapter: hardware, name: describe(hardware, 'hardware') })
+  if (hardware && !isSoftware(hardware))
+    return E.right({ gpu, adapter: hardware, name: describe(hardware, 'hardware') })
   if (!allowSoftware)
     return E.left('no GPU adapter (Dawn found no Vulkan device: is the GPU driver installed?)')
   // Mesa reads this when Dawn opens EGL: no display server, no window.

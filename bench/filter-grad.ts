@@ -7,6 +7,8 @@
  * base 8) and the paper's (256 px, base 16), batch 4; each layer counted as often as one
  * backward pass calls it (a decoder conv after the concat is one call per part). Prints ms
  * per call, old / new per layer and the sums per recipe.
+ * `--baseline DIR` makes "old" the products of another commit instead of the swapped conv:
+ * src/train/wasm-kernels.ts loaded from DIR, an export of that commit inside this checkout.
  * `--step` then times whole MaCo training steps (src/bench/train.ts, wall time: the
  * reference UNet, base 16, 128 px) with each kernel registered in turn, twice.
  *
@@ -17,18 +19,18 @@
  * //   ...
  * //   sum over one backward pass: old 97 ms, new 70 ms, old/new 1.4
  * nice -n 19 node --import tsx bench/filter-grad.ts --recipe none --step
+ * mkdir -p tmp/base && git archive <commit> src | tar -x -C tmp/base
+ * nice -n 5 node --import tsx bench/filter-grad.ts --baseline tmp/base --runs 10
  */
 import * as tf from '@tensorflow/tfjs-core'
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import { median } from '../src/bench/stats.ts'
 import { trainBench } from '../src/bench/train.ts'
 import { unetSpec, type UNetSpec } from '../src/model/unet.ts'
 import { loadEngine, type Engine } from '../src/train/engine.ts'
-import {
-  conv2dBackpropFilter,
-  registerWasmKernels,
-  type FilterGradFormulation,
-} from '../src/train/wasm-kernels.ts'
+import * as kernelsNow from '../src/train/wasm-kernels.ts'
 import { seeded } from '../src/util/rng.ts'
 
 interface Layer {
@@ -83,15 +85,20 @@ const cpuMs = (since: NodeJS.CpuUsage) => {
   return (used.user + used.system) / 1000
 }
 
-/** Median ms per call of each formulation on one layer, the two alternating. */
-const timeLayer = (layer: Layer, batch: number, runs: number) => {
+interface Kernels {
+  readonly old: tf.KernelFunc
+  readonly new: tf.KernelFunc
+}
+
+/** Median ms per call of each kernel on one layer, the two alternating. */
+const timeLayer = (layer: Layer, batch: number, runs: number, kernels: Kernels) => {
   const { kernel, inChannels, outChannels, size } = layer
   const x = random([batch, size, size, inChannels], 'x')
   const dy = random([batch, size, size, outChannels], 'dy')
   const backend = tf.backend()
-  const call = (formulation: FilterGradFormulation) => {
+  const call = (filterGrad: tf.KernelFunc) => {
     const t0 = process.cpuUsage()
-    const out = conv2dBackpropFilter(formulation)({
+    const out = filterGrad({
       inputs: { x, dy },
       backend,
       attrs: {
@@ -107,8 +114,8 @@ const timeLayer = (layer: Layer, batch: number, runs: number) => {
   }
   const times = { old: [] as number[], new: [] as number[] }
   for (let r = 0; r <= runs; r++) {
-    const old = call('swapped-conv')
-    const now = call('product')
+    const old = call(kernels.old)
+    const now = call(kernels.new)
     if (r > 0) {
       times.old.push(old)
       times.new.push(now)
@@ -118,13 +125,13 @@ const timeLayer = (layer: Layer, batch: number, runs: number) => {
   return { old: median(times.old), new: median(times.new) }
 }
 
-const recipeBench = (name: keyof typeof RECIPES, batch: number, runs: number) => {
+const recipeBench = (name: keyof typeof RECIPES, batch: number, runs: number, kernels: Kernels) => {
   const { size, spec } = RECIPES[name]
   console.log(`${name} recipe: ${size} px, base ${spec.options.base}, batch ${batch}`)
   let sumOld = 0
   let sumNew = 0
   for (const layer of filterGradLayers(spec, size)) {
-    const ms = timeLayer(layer, batch, runs)
+    const ms = timeLayer(layer, batch, runs, kernels)
     sumOld += ms.old * layer.calls
     sumNew += ms.new * layer.calls
     console.log(
@@ -143,7 +150,10 @@ const recipeBench = (name: keyof typeof RECIPES, batch: number, runs: number) =>
  * wall time of the timed steps, and CPU time per step (warm-up included) as the steadier one.
  */
 const stepBench = async (engine: Engine, batch: number) => {
-  const kernels = { old: conv2dBackpropFilter('swapped-conv'), new: conv2dBackpropFilter() }
+  const kernels = {
+    old: kernelsNow.conv2dBackpropFilter('swapped-conv'),
+    new: kernelsNow.conv2dBackpropFilter(),
+  }
   const wall: Record<keyof typeof kernels, number[]> = { old: [], new: [] }
   const cpu: Record<keyof typeof kernels, number[]> = { old: [], new: [] }
   const steps = 3
@@ -163,7 +173,7 @@ const stepBench = async (engine: Engine, batch: number) => {
       cpu[label].push(cpuMs(t0) / (steps + 1))
       wall[label].push(...r.stepsMs)
     }
-  registerWasmKernels()
+  kernelsNow.registerWasmKernels()
   for (const [what, ms] of [
     ['wall, median', { old: median(wall.old), new: median(wall.new) }],
     ['CPU, mean of 2 runs', { old: median(cpu.old), new: median(cpu.new) }],
@@ -180,6 +190,7 @@ const { values } = parseArgs({
     runs: { type: 'string', default: '5' },
     batch: { type: 'string', default: '4' },
     step: { type: 'boolean', default: false },
+    baseline: { type: 'string' },
   },
 })
 const runs = Number(values.runs)
@@ -197,5 +208,15 @@ if (!recipes.every((r): r is keyof typeof RECIPES => r in RECIPES))
 
 const engine = await loadEngine('wasm')()
 if (engine._tag === 'Left') throw new Error(engine.left)
-for (const name of recipes) recipeBench(name, batch, runs)
+const baseline: typeof kernelsNow | undefined = values.baseline
+  ? await import(pathToFileURL(resolve(values.baseline, 'src/train/wasm-kernels.ts')).href)
+  : undefined
+const kernels: Kernels = {
+  old: baseline
+    ? baseline.conv2dBackpropFilter('product')
+    : kernelsNow.conv2dBackpropFilter('swapped-conv'),
+  new: kernelsNow.conv2dBackpropFilter('product'),
+}
+if (baseline) console.log(`old: the products of ${values.baseline}`)
+for (const name of recipes) recipeBench(name, batch, runs, kernels)
 if (values.step) await stepBench(engine.right, batch)

@@ -9,7 +9,9 @@
  *   (i, j) is then the constant shift i * Wp + j along n, and dW[i, j] = X^T [c, n], shifted,
  *   times dY [n, o]; what a shift carries past a row's or an image's end meets zeros of dY.
  *   The products are XNNPACK's (the wasm BatchMatMul without transposes), over chunks of
- *   positions where the operands outgrow the cache.
+ *   positions where the operands outgrow the cache, each shifted X^T a view of the heap
+ *   (no copy per tap). They run near the wasm matrix product's peak (45 GFLOP/s on one
+ *   core here); the rest is XNNPACK packing dY (~2 ns an entry) and laying out the operands.
  * - other strides: a conv of X^T [c, h, w, b] by dY^T [h', w', b, o], dilated by the stride,
  *   giving [c, kh, kw, o]. Right for any shape but slower: XNNPACK runs it as a conv whose
  *   "kernel" is the whole image with only `batch` input channels. Over one backward pass of
@@ -39,8 +41,9 @@ import {
 
 interface WasmBackend {
   readonly disposeData: (dataId: object) => unknown
-  readonly makeOutput: (shape: number[], dtype: 'float32') => TensorInfo
+  readonly makeOutput: (shape: number[], dtype: 'float32', memoryOffset?: number) => TensorInfo
   readonly typedArrayFromHeap: (t: TensorInfo) => Float32Array
+  readonly dataIdMap: { readonly get: (dataId: object) => { memoryOffset: number } }
 }
 
 const runWasm = (
@@ -54,44 +57,75 @@ const runWasm = (
   return kernel.kernelFunc({ inputs, backend: backend as never, attrs }) as TensorInfo
 }
 
-/** Runs `f` with a `keep` that collects temporaries, disposed when `f` returns or throws. */
-const withTemporaries = <T>(backend: unknown, f: (keep: (t: TensorInfo) => TensorInfo) => T): T => {
+/**
+ * Runs `f` with a `keep` that collects temporaries and a `view` that makes a tensor of
+ * `shape` over the memory of `of` from float `at` on (an operand without a copy); all are
+ * disposed when `f` returns or throws, views without freeing the memory they show.
+ */
+const withTemporaries = <T>(
+  backend: unknown,
+  f: (
+    keep: (t: TensorInfo) => TensorInfo,
+    view: (of: TensorInfo, at: number, shape: number[]) => TensorInfo,
+  ) => T,
+): T => {
+  const wasm = backend as WasmBackend
   const kept: TensorInfo[] = []
+  const views: TensorInfo[] = []
   try {
-    return f((t) => {
-      kept.push(t)
-      return t
-    })
+    return f(
+      (t) => {
+        kept.push(t)
+        return t
+      },
+      (of, at, shape) => {
+        const v = wasm.makeOutput(shape, 'float32', wasm.typedArrayFromHeap(of).byteOffset + 4 * at)
+        views.push(v)
+        return v
+      },
+    )
   } finally {
-    for (const t of kept) (backend as WasmBackend).disposeData(t.dataId)
+    // disposeData frees the offset a tensor holds; free(0) does nothing.
+    for (const v of views) {
+      wasm.dataIdMap.get(v.dataId).memoryOffset = 0
+      wasm.disposeData(v.dataId)
+    }
+    for (const t of kept) wasm.disposeData(t.dataId)
   }
 }
 
+/** Where the images of an NHWC tensor lie on a grid of positions: rows and columns per image. */
+interface Grid {
+  readonly rows: number
+  readonly cols: number
+  /** The position of pixel (0, 0) in its image's rows and columns. */
+  readonly top: number
+  readonly left: number
+}
+
 /**
- * `x` [b, h, w, c] with zero rows and columns around its images, by row copies on the heap
- * (the wasm PadV2 kernel takes about 3 times as long as a Transpose of the same tensor).
+ * Positions [from, from + length) of `x` [b, h, w, c] laid on `grid`, c floats a position,
+ * into the heap `all` from float `to` on, by row copies (the wasm PadV2 kernel takes about 3
+ * times as long as a Transpose of the same tensor). Positions off the images are not written.
  */
-const padded = (
+const lay = (
+  all: Float32Array,
   x: TensorInfo,
-  [top, bottom, left, right]: readonly [number, number, number, number],
-  backend: unknown,
-  keep: (t: TensorInfo) => TensorInfo,
-): TensorInfo => {
-  if (top === 0 && bottom === 0 && left === 0 && right === 0) return x
-  const wasm = backend as WasmBackend
+  xAt: number,
+  grid: Grid,
+  [from, length]: readonly [number, number],
+  to: number,
+): void => {
   const [b, h, w, c] = x.shape
-  const rows = h + top + bottom
-  const row = (w + left + right) * c
-  const out = keep(wasm.makeOutput([b, rows, w + left + right, c], 'float32'))
-  const to = wasm.typedArrayFromHeap(out).fill(0)
-  const from = wasm.typedArrayFromHeap(x)
   for (let i = 0; i < b; i++)
-    for (let y = 0; y < h; y++)
-      to.set(
-        from.subarray((i * h + y) * w * c, (i * h + y + 1) * w * c),
-        (i * rows + y + top) * row + left * c,
-      )
-  return out
+    for (let y = 0; y < h; y++) {
+      const first = (i * grid.rows + y + grid.top) * grid.cols + grid.left
+      const begin = Math.max(first, from)
+      const end = Math.min(first + w, from + length)
+      const row = xAt + (i * h + y) * w * c
+      if (begin < end)
+        all.copyWithin(to + (begin - from) * c, row + (begin - first) * c, row + (end - first) * c)
+    }
 }
 
 type FilterGrad = (
@@ -108,29 +142,8 @@ type FilterGrad = (
  */
 const CHUNK_BYTES = 8 * 2 ** 20
 
-/** Columns [begin, begin + k) of the row-major [m, n] `from` into `into` [m, k], 0 past n. */
-const copyColumns = (
-  into: TensorInfo,
-  from: TensorInfo,
-  m: number,
-  begin: number,
-  backend: unknown,
-): void => {
-  const wasm = backend as WasmBackend
-  const to = wasm.typedArrayFromHeap(into)
-  const all = wasm.typedArrayFromHeap(from)
-  const n = all.length / m
-  const k = to.length / m
-  const inside = Math.max(0, Math.min(k, n - begin))
-  for (let r = 0; r < m; r++) {
-    to.set(all.subarray(r * n + begin, r * n + begin + inside), r * k)
-    to.fill(0, r * k + inside, (r + 1) * k)
-  }
-}
-
 const byProduct: FilterGrad = (x, dy, info, backend) => {
   const wasm = backend as WasmBackend
-  const heap = (t: TensorInfo) => wasm.typedArrayFromHeap(t)
   const { batchSize, inChannels: c, outChannels: o, filterHeight: kh, filterWidth: kw } = info
   const { top, bottom, left, right } = info.padInfo
   const rows = info.inHeight + top + bottom
@@ -141,37 +154,64 @@ const byProduct: FilterGrad = (x, dy, info, backend) => {
   const cols = info.inWidth + left + right + spare
   const n = batchSize * rows * cols
   const offsets = Array.from({ length: kh * kw }, (_, t) => Math.floor(t / kw) * cols + (t % kw))
-  const chunks = Math.ceil((n * (c + o) * 4) / CHUNK_BYTES)
-  const k = Math.ceil(n / chunks)
+  const reach = offsets[offsets.length - 1]
+  const k = Math.ceil(n / Math.ceil((n * (c + o) * 4) / CHUNK_BYTES))
+  const chunks = Math.ceil(n / k)
+  // A chunk's rows of X^T hold its k positions and the `reach` after them, and its dY the k
+  // positions and `reach` zeros: every tap is then a view of the rows at its shift with the
+  // same row stride, no copy; what a view reads past a row's end comes from the next row and
+  // meets those zeros of dY. The zeros after the last row keep the last view in our memory.
+  let span = k + reach
+  if (span % 1024 === 0) span += 1
   const out = wasm.makeOutput([kh, kw, c, o], 'float32')
-  heap(out).fill(0)
   withTemporaries(backend, (keep) => {
-    const xGrid = padded(x, [top, bottom, left, right + spare], backend, keep)
-    const xFlat = keep(runWasm('Reshape', { x: xGrid }, backend, { shape: [n, c] }))
-    const xT = keep(runWasm('Transpose', { x: xFlat }, backend, { perm: [1, 0] }))
-    const dyGrid = padded(dy, [0, rows - info.outHeight, 0, cols - info.outWidth], backend, keep)
-    const dyFlat = keep(runWasm('Reshape', { x: dyGrid }, backend, { shape: [n, o] }))
-    const direct = chunks === 1 && offsets.length === 1
-    const shifted = direct ? xT : keep(wasm.makeOutput([c, k], 'float32'))
-    for (let start = 0; start < n; start += k)
-      withTemporaries(backend, (keepHere) => {
-        // One product per tap: stacking the taps into one [taps * c, k] operand measured no
-        // faster and holds X taps times over. XNNPACK packs the right operand of each new
-        // product (~2.5 ns an entry, about half the time of the 8-channel products), so dY
-        // goes right and is packed once for all taps: the operator is cached on its id,
-        // hence a new tensor for each chunk.
-        const dyPart = chunks === 1 ? dyFlat : keepHere(wasm.makeOutput([k, o], 'float32'))
-        if (dyPart !== dyFlat) copyColumns(dyPart, dyFlat, 1, start * o, backend)
+    const xGrid = keep(wasm.makeOutput([n, c], 'float32'))
+    const heap = (t: TensorInfo) => wasm.typedArrayFromHeap(t)
+    const at = (t: TensorInfo) => heap(t).byteOffset / 4
+    const all = () => new Float32Array(heap(out).buffer)
+    heap(xGrid).fill(0)
+    lay(all(), x, at(x), { rows, cols, top, left }, [0, n], at(xGrid))
+    const xT = keep(runWasm('Transpose', { x: xGrid }, backend, { perm: [1, 0] }))
+    const xRows = keep(wasm.makeOutput([chunks * c * span + reach], 'float32'))
+    const dyRows = keep(wasm.makeOutput([chunks * span * o], 'float32'))
+    // Views after the allocations: growing the heap detaches earlier ones.
+    const heapNow = all()
+    heap(out).fill(0)
+    heap(dyRows).fill(0)
+    heapNow.fill(0, at(xRows) + chunks * c * span, at(xRows) + chunks * c * span + reach)
+    const dyGrid = { rows, cols, top: 0, left: 0 }
+    for (let part = 0; part < chunks; part++) {
+      const start = part * k
+      const end = Math.min(start + span, n)
+      for (let r = 0; r < c; r++) {
+        const row = at(xRows) + (part * c + r) * span
+        heapNow.copyWithin(row, at(xT) + r * n + start, at(xT) + r * n + end)
+        heapNow.fill(0, row + end - start, row + span)
+      }
+      lay(
+        heapNow,
+        dy,
+        at(dy),
+        dyGrid,
+        [start, Math.min(k, n - start)],
+        at(dyRows) + part * span * o,
+      )
+    }
+    for (let part = 0; part < chunks; part++)
+      withTemporaries(backend, (keepHere, viewHere) => {
+        // dY goes right: XNNPACK packs the right operand once per new tensor id (about 2 ns
+        // an entry, a third of the time at 8 channels) and the taps share it.
+        const dyPart = viewHere(dyRows, part * span * o, [span, o])
         for (const [t, shift] of offsets.entries()) {
-          if (!direct) copyColumns(shifted, xT, c, start + shift, backend)
-          const part = keepHere(
-            runWasm('BatchMatMul', { a: shifted, b: dyPart }, backend, {
+          const xPart = viewHere(xRows, part * c * span + shift, [c, span])
+          const product = keepHere(
+            runWasm('BatchMatMul', { a: xPart, b: dyPart }, backend, {
               transposeA: false,
               transposeB: false,
             }),
           )
           const sum = heap(out).subarray(t * c * o, (t + 1) * c * o)
-          const add = heap(part)
+          const add = heap(product)
           for (let i = 0; i < add.length; i++) sum[i] += add[i]
         }
       })

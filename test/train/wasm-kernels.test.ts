@@ -61,6 +61,24 @@ const FILTER_CASES: readonly FilterCase[] = [
   // 3 x 43 x 47 positions (padded) by 1 + 384 channels pass 8 MiB: products over two chunks.
   { name: '3x3, two chunks', x: [3, 41, 45, 1], w: [3, 3, 1, 384], stride: 1, pad: 'same' },
   { name: '1x1, two chunks', x: [3, 41, 45, 2], w: [1, 1, 2, 384], stride: 1, pad: 'same' },
+  // 3 x 43 x 47 positions by 1 + 700 channels pass 16 MiB: three chunks, the last shorter.
+  { name: '3x3, three chunks', x: [3, 41, 45, 1], w: [3, 3, 1, 700], stride: 1, pad: 'same' },
+  { name: '3x3 same, 3 -> 1, 13 x 11', x: [3, 13, 11, 3], w: [3, 3, 3, 1], stride: 1, pad: 'same' },
+  {
+    name: '3x3 same, 16 -> 16, batch 1, 9 x 7',
+    x: [1, 9, 7, 16],
+    w: [3, 3, 16, 16],
+    stride: 1,
+    pad: 'same',
+  },
+  {
+    name: '3x3 same, 16 -> 4, batch 3, 7 x 9',
+    x: [3, 7, 9, 16],
+    w: [3, 3, 16, 4],
+    stride: 1,
+    pad: 'same',
+  },
+  { name: '1x1, 1 -> 1, batch 3, 5 x 7', x: [3, 5, 7, 1], w: [1, 1, 1, 1], stride: 1, pad: 'same' },
   { name: 'stride 2 same, odd size', x: [2, 17, 17, 3], w: [3, 3, 3, 4], stride: 2, pad: 'same' },
   // 16 rows, 3 taps, stride 2: 7 output rows, and the dilated conv gives 4 taps to cut to 3.
   { name: 'stride 2 valid, 16 x 15', x: [2, 16, 15, 3], w: [3, 3, 3, 4], stride: 2, pad: 'valid' },

@@ -72,7 +72,9 @@ const findAdapter = async (
   if (hardware && !isSoftware(hardware))
     return E.right({ gpu, adapter: hardware, name: describe(hardware, 'hardware') })
   if (!allowSoftware)
-    return E.left('no GPU adapter (Dawn found no Vulkan device: is the GPU driver installed?)')
+    return E.left(
+      'no GPU adapter: Dawn found no Vulkan device (needs libvulkan1 and the driver\'s ICD, e.g. VK_DRIVER_FILES=.../nvidia_icd.json; README, "On a GPU box with WebGPU")',
+    )
   // Mesa reads this when Dawn opens EGL: no display server, no window.
   process.env.EGL_PLATFORM ??= 'surfaceless'
   const gles = dawn.create(['backend=opengles'])

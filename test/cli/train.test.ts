@@ -6,17 +6,11 @@ import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { runCli } from '../../src/cli/main.ts'
 import { loadEngine } from '../../src/train/engine.ts'
-import { maco } from '../helpers/cli.ts'
+import { childEnv, maco } from '../helpers/cli.ts'
 
 const SYNTHETIC = 'pipelines/synthetic.ts'
 /** Two phantoms (16 slices, 2 steps an epoch at batch 8) and one to validate: seconds. */
 const SMALL = ['--train-cases', '2', '--val-cases', '1', '--engine', 'wasm']
-
-/** tap's switch (@tapjs/processinfo) for a child process's coverage, turned off. */
-const withoutCoverage = (env: NodeJS.ProcessEnv): NodeJS.ProcessEnv => ({
-  ...env,
-  _TAPJS_PROCESSINFO_COVERAGE_: '0',
-})
 
 /** `maco train --resume` of the run in `out`, with its JSON summary. */
 const resumeRun = (out: string) =>
@@ -244,10 +238,8 @@ t.test(
         '--out',
         out,
       ],
-      // No coverage from this child: a process stopped by a signal mid-run once left a
-      // V8 coverage file that made tap's report drop most of src/ (the in-process test below
-      // covers the same code).
-      { stdio: ['ignore', 'pipe', 'pipe'], env: withoutCoverage(process.env) },
+      // No coverage from this child (see childEnv); the in-process test below covers this code.
+      { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() },
     )
     let err = ''
     let sent = false

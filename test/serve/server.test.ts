@@ -17,7 +17,7 @@ import { createSession } from '../../src/serve/runtime.ts'
 import { segmentVolume } from '../../src/serve/segment.ts'
 import { decodeNifti, encodeNifti } from '../../src/volume/nifti.ts'
 import { volumeOf, type Volume } from '../../src/volume/volume.ts'
-import { maco } from '../helpers/cli.ts'
+import { childEnv, maco } from '../helpers/cli.ts'
 import { sharedData } from '../helpers/data.ts'
 import { diskVolume } from '../helpers/serve-fixtures.ts'
 import { tinyModelDir } from '../helpers/serve-fixtures.ts'
@@ -270,7 +270,7 @@ t.test('maco serve: listens, serves the folder, stops on SIGTERM', async (t) => 
     ['--import', 'tsx', 'src/cli/main.ts', 'serve', '--port', '0', '--models', dir, '--json'],
     {
       cwd: join(import.meta.dirname, '../..'),
-      env: { ...process.env, MACO_API_KEY: '' },
+      env: childEnv({ MACO_API_KEY: '' }),
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   )

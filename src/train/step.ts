@@ -170,13 +170,16 @@ export const computeGradients = async <B extends StepBatch>(
     images,
     names.map((n) => [at.seed, 'dropout', at.step, n]),
   )
-  // The loss reads its inputs synchronously: bring them to the host first where that waits.
-  if (readsOnlyAsync())
+  // The loss reads its inputs synchronously: bring them to the host first where that waits
+  // (the logits and the batch's targets; the images, already on the GPU, it never reads).
+  if (readsOnlyAsync()) {
+    const { image: _image, masked: _masked, ...targets } = batch
     await Promise.all(
-      [...runs.map((r) => r.logits), ...Object.values(batch)]
+      [...runs.map((r) => r.logits), ...Object.values(targets)]
         .filter((v): v is tf.Tensor => v instanceof tf.Tensor)
         .map((t) => t.data()),
     )
+  }
   let next = params
   for (const r of movingStats === 'every-pass' ? runs : runs.slice(0, 1))
     next = updateMovingStats(next, r.stats)

@@ -30,6 +30,7 @@ import * as TE from 'fp-ts/lib/TaskEither.js'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { register as registerCommonJs } from 'tsx/cjs/api'
+import { installed } from '../util/installed.ts'
 import { registerWasmKernels } from './wasm-kernels.ts'
 import { hasGpuDevice, registerWebGpu } from './webgpu.ts'
 
@@ -54,15 +55,6 @@ const AUTO_ORDER: readonly EngineName[] = ['tensorflow-gpu', 'webgpu', 'tensorfl
 export const singleThreaded = (name: EngineName): boolean => name === 'wasm' || name === 'cpu'
 
 const require = createRequire(import.meta.url)
-
-const installed = (pkg: string): boolean => {
-  try {
-    require.resolve(`${pkg}/package.json`)
-    return true
-  } catch {
-    return false
-  }
-}
 
 const firstLine = (e: unknown): string =>
   (e instanceof Error ? e.message : String(e)).split('\n')[0]

@@ -21,7 +21,7 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { existsSync, readdirSync } from 'node:fs'
-import { createRequire } from 'node:module'
+import { installed } from '../util/installed.ts'
 import { registerWebGpuKernels } from './webgpu-kernels.ts'
 
 /** What the parts of Dawn's API used here look like (the `webgpu` package ships no types we use). */
@@ -44,8 +44,6 @@ interface Dawn {
   readonly create: (flags: string[]) => Gpu
   readonly globals: Record<string, unknown>
 }
-
-const require = createRequire(import.meta.url)
 
 const describe = (a: Adapter, kind: string): string => {
   const { vendor, architecture, device, description } = a.info
@@ -113,11 +111,8 @@ export const registerWebGpu = async (options: {
 }): Promise<E.Either<string, string>> => {
   if (registered !== undefined) return E.right(registered)
   for (const pkg of ['webgpu', '@tensorflow/tfjs-backend-webgpu'])
-    try {
-      require.resolve(`${pkg}/package.json`)
-    } catch {
+    if (!installed(pkg))
       return E.left(`${pkg} is not installed (npm i webgpu @tensorflow/tfjs-backend-webgpu)`)
-    }
   const dawn = (await import('webgpu')) as unknown as Dawn
   // Imported before navigator.gpu exists, so that its own factory (which would take the first
   // adapter it is given, or none) stays unregistered and ours is the only one.

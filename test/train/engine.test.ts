@@ -1,18 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { createRequire } from 'node:module'
 import t from 'tap'
 import { ENGINE_CHOICES, loadEngine } from '../../src/train/engine.ts'
 import { hasGpuDevice } from '../../src/train/webgpu.ts'
-
-const installed = (pkg: string) => {
-  try {
-    createRequire(import.meta.url).resolve(`${pkg}/package.json`)
-    return true
-  } catch {
-    return false
-  }
-}
+import { installed } from '../../src/util/installed.ts'
 
 t.test('wasm and cpu load and become the active backend, with gradients available', async (t) => {
   for (const name of ['wasm', 'cpu'] as const) {

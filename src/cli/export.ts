@@ -11,8 +11,8 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { join } from 'node:path'
 import { exportOnnx } from '../model/onnx-export.ts'
-import { decodeModelCard, type ModelCard, type Postprocess } from '../serve/model-card.ts'
-import { postprocessOption } from './predict.ts'
+import { decodeModelCard, type ModelCard, type Postprocess, type Tta } from '../serve/model-card.ts'
+import { postprocessOption, ttaOption } from './predict.ts'
 import { sha256Hex } from '../serve/models.ts'
 import type { Checkpoint } from '../train/checkpoint.ts'
 import { readCheckpoint } from '../train/checkpoint.ts'
@@ -36,7 +36,7 @@ export const modelCard = (
   name: string,
   c: Checkpoint<Progress>,
   sha256: string,
-  postprocess?: Postprocess,
+  inference: { readonly postprocess?: Postprocess; readonly tta?: Tta } = {},
 ): E.Either<string, ModelCard> => {
   const { config, origin, validation, epoch, stepInEpoch, step } = c.meta
   const scored = validation !== null && validation.epoch === epoch && stepInEpoch === 0
@@ -58,7 +58,8 @@ export const modelCard = (
         }
       : {}),
     onnx: { sha256 },
-    ...(postprocess ? { postprocess } : {}),
+    ...(inference.postprocess ? { postprocess: inference.postprocess } : {}),
+    ...(inference.tta ? { tta: inference.tta } : {}),
   })
 }
 
@@ -71,6 +72,7 @@ export const exportModel = async (
     readonly checkpoint?: 'best' | 'last'
     readonly opset?: number
     readonly postprocess?: Postprocess
+    readonly tta?: Tta
   } = {},
 ): Promise<{ readonly card: ModelCard; readonly onnx: string; readonly cardPath: string }> => {
   const target = modelOutput(out)
@@ -91,7 +93,7 @@ export const exportModel = async (
   } catch (e) {
     throw inputError(`${path}: ${(e as Error).message}`)
   }
-  const card = modelCard(name, c, await sha256Hex(bytes), o.postprocess)
+  const card = modelCard(name, c, await sha256Hex(bytes), o)
   if (E.isLeft(card)) throw usageError(card.left)
   await writeFileAtomic(target.onnx, bytes)
   await writeFileAtomic(target.card, `${JSON.stringify(card.right, null, 2)}\n`)
@@ -110,6 +112,8 @@ export const exportCommand: Command = {
     '  --opset N             ONNX opset, 17 (default) to 21',
     '  --postprocess P       none (default) or largest-component: what predict and serve',
     "                        apply to this model's masks (recorded on the card)",
+    '  --tta T               none (default), flip or dihedral: the test-time augmentation',
+    '                        predict and serve run for this model (recorded on the card)',
     '  --json                print {onnx, card, name, sha256, classes, validation} on stdout',
     '',
     'Serve the folder with `maco serve --models DIR`, or segment files with `maco predict`.',
@@ -120,6 +124,7 @@ export const exportCommand: Command = {
     checkpoint: { type: 'string' },
     opset: { type: 'string' },
     postprocess: { type: 'string' },
+    tta: { type: 'string' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
@@ -134,6 +139,7 @@ export const exportCommand: Command = {
       checkpoint,
       opset,
       postprocess: postprocessOption(args),
+      tta: ttaOption(args),
     })
     if (flag(args, 'json'))
       io.out(

@@ -16,7 +16,13 @@ import { directoryStore } from '../serve/node.ts'
 import { createSession, type RuntimeChoice, type Session } from '../serve/runtime.ts'
 import { checkDims, classSummary, segmentVolume, type ClassSummary } from '../serve/segment.ts'
 import { readNiftiFile, writeNiftiFile } from '../volume/nifti-file.ts'
-import { POSTPROCESS_NAMES, type ModelCard, type Postprocess } from '../serve/model-card.ts'
+import {
+  POSTPROCESS_NAMES,
+  TTA_NAMES,
+  type ModelCard,
+  type Postprocess,
+  type Tta,
+} from '../serve/model-card.ts'
 import {
   flag,
   inputError,
@@ -110,6 +116,14 @@ export const postprocessOption = (args: Parsed): Postprocess | undefined => {
   return value as Postprocess | undefined
 }
 
+/** `--tta`: test-time augmentation. */
+export const ttaOption = (args: Parsed): Tta | undefined => {
+  const value = optionalString(args, 'tta')
+  if (value !== undefined && !(TTA_NAMES as readonly string[]).includes(value))
+    throw usageError(`--tta must be one of ${TTA_NAMES.join(', ')}, got '${value}'`)
+  return value as Tta | undefined
+}
+
 export const predict: Command = {
   name: 'predict',
   summary: 'segment NIfTI volumes with an exported model (file or folder)',
@@ -126,6 +140,9 @@ export const predict: Command = {
     '  --batch N             slices per inference run (default 8)',
     "  --postprocess P       none or largest-component (keep each class's largest 3D",
     "                        26-connected component); default: the model card's, else none",
+    '  --tta T               test-time augmentation: none, flip (average over the slice and',
+    '                        its 3 mirror images: 4x the inference time) or dihedral (also',
+    "                        the transposes: 8x); default: the model card's, else none",
     '  --json                print {model, runtime, cases: [...]} on stdout',
     '',
     'Masks are uint8 with the model card class values and the input dims, affine,',
@@ -139,6 +156,7 @@ export const predict: Command = {
     threads: { type: 'string' },
     batch: { type: 'string' },
     postprocess: { type: 'string' },
+    tta: { type: 'string' },
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
@@ -149,6 +167,7 @@ export const predict: Command = {
     const threads = threadsOption(args)
     const batch = numberOption(args, 'batch', 8, (n) => Number.isInteger(n) && n >= 1 && n <= 256)
     const postprocess = postprocessOption(args)
+    const tta = ttaOption(args)
     const jobs = await plan(input, out)
     const { card, session } = await openModel(model, runtime, threads)
     io.err(
@@ -164,7 +183,11 @@ export const predict: Command = {
         if (E.isLeft(volume)) throw inputError(volume.left)
         const dims = checkDims(volume.right.dims)
         if (E.isLeft(dims)) throw inputError(`${from}: ${dims.left}`)
-        const mask = await segmentVolume({ card, session }, volume.right, { batch, postprocess })
+        const mask = await segmentVolume({ card, session }, volume.right, {
+          batch,
+          postprocess,
+          tta,
+        })
         const written = await writeNiftiFile(to, mask)()
         if (E.isLeft(written)) throw runFailed(written.left)
         const seconds = (performance.now() - start) / 1000

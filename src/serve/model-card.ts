@@ -63,12 +63,16 @@ export const ModelCardCodec = t.intersection([
     parent: t.string,
     /** Clean-up of the mask after the argmax (src/volume/components.ts); absent: none. */
     postprocess: t.keyof({ none: null, 'largest-component': null }),
+    /** Test-time augmentation (src/serve/tta.ts); absent: none. */
+    tta: t.keyof({ none: null, flip: null, dihedral: null }),
   }),
 ])
 
 export type ModelCard = t.TypeOf<typeof ModelCardCodec>
 export type Postprocess = NonNullable<ModelCard['postprocess']>
 export const POSTPROCESS_NAMES: readonly Postprocess[] = ['none', 'largest-component']
+export type Tta = NonNullable<ModelCard['tta']>
+export const TTA_NAMES: readonly Tta[] = ['none', 'flip', 'dihedral']
 
 /** `input.spacing.0`: field names and indices, skipping the intersection's member indices. */
 const pathOf = (e: t.ValidationError): string =>

@@ -91,6 +91,12 @@ const ModelCard = {
       description:
         "Applied to this model's masks after the argmax: largest-component keeps each class's largest 3D connected component.",
     },
+    tta: {
+      type: 'string',
+      enum: ['none', 'flip', 'dihedral'],
+      description:
+        'Test-time augmentation: the class probabilities averaged over the slice and its mirror images (flip: 4 views; dihedral: also the transposes, 8).',
+    },
   },
 }
 

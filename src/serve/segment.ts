@@ -7,7 +7,8 @@
  * are mapped back to the native grid (`fromNetworkGrid`, bilinear) before the argmax, as
  * the field evaluates. The mask is uint8 with the card's class values and the input's
  * dims and geometry, so it overlays the image it came from. A card (or the caller) may ask
- * for the largest-connected-component clean-up per class.
+ * for test-time augmentation (src/serve/tta.ts) and for the largest-connected-component
+ * clean-up per class.
  *
  * @example
  * const mask = await segmentVolume({ card, session }, volume)        // Volume<Uint8Array>
@@ -15,9 +16,10 @@
  */
 import * as E from 'fp-ts/lib/Either.js'
 import { keepLargestComponents } from '../volume/components.ts'
-import type { ModelCard, Postprocess } from './model-card.ts'
+import type { ModelCard, Postprocess, Tta } from './model-card.ts'
 import type { PngImage } from './png.ts'
 import type { Session } from './runtime.ts'
+import { withTta } from './tta.ts'
 import {
   backgroundOutside,
   fromNetworkGrid,
@@ -34,6 +36,8 @@ export interface SegmentOptions {
   readonly onProgress?: (done: number, total: number) => void
   /** Overrides the card's `postprocess`. */
   readonly postprocess?: Postprocess
+  /** Overrides the card's `tta`. */
+  readonly tta?: Tta
 }
 
 export interface ClassSummary {
@@ -90,7 +94,8 @@ export const segmentVolume = async (
   volume: Volume,
   options: SegmentOptions = {},
 ): Promise<Volume<Uint8Array>> => {
-  const { card, session } = model
+  const { card } = model
+  const session = withTta(options.tta ?? card.tta ?? 'none')(model.session)
   const batch = Math.max(1, Math.floor(options.batch ?? 8))
   const [nx, ny] = spatialDims(volume)
   const target = { spacing: card.input.spacing, size: card.input.size }

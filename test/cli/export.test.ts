@@ -137,18 +137,23 @@ t.test('a card describes validation only for the weights it scored', async (t) =
   )
 })
 
-t.test('--postprocess is recorded on the card; without it the card has none', async (t) => {
-  for (const [argv, expected] of [
-    [['--postprocess', 'largest-component'], 'largest-component'],
-    [[], undefined],
-  ] as const) {
-    const out = join(dir, 'post', `m${argv.length}.onnx`)
-    t.equal((await maco('export', run, '-o', out, ...argv)).code, 0)
-    const card = parseModelCard(await readFile(out.replace(/onnx$/, 'json'), 'utf8'))
-    if (E.isLeft(card)) return t.fail(card.left)
-    t.equal(card.right.postprocess, expected, argv.join(' ') || 'no flag')
-  }
-})
+t.test(
+  '--postprocess and --tta are recorded on the card; without them it has neither',
+  async (t) => {
+    for (const [argv, postprocess, tta] of [
+      [['--postprocess', 'largest-component'], 'largest-component', undefined],
+      [['--tta', 'dihedral'], undefined, 'dihedral'],
+      [[], undefined, undefined],
+    ] as const) {
+      const out = join(dir, 'post', `m${argv.join('')}.onnx`)
+      t.equal((await maco('export', run, '-o', out, ...argv)).code, 0)
+      const card = parseModelCard(await readFile(out.replace(/onnx$/, 'json'), 'utf8'))
+      if (E.isLeft(card)) return t.fail(card.left)
+      t.equal(card.right.postprocess, postprocess, argv.join(' ') || 'no flag')
+      t.equal(card.right.tta, tta, argv.join(' ') || 'no flag')
+    }
+  },
+)
 
 t.test('bad usage and bad runs exit 2 with one line', async (t) => {
   await writeFile(join(dir, 'broken.ckpt'), 'nope')
@@ -171,6 +176,10 @@ t.test('bad usage and bad runs exit 2 with one line', async (t) => {
     [
       [run, '-o', join(dir, 'm.onnx'), '--postprocess', 'biggest'],
       /^maco export: --postprocess must be none or largest-component, got 'biggest'\n$/,
+    ],
+    [
+      [run, '-o', join(dir, 'm.onnx'), '--tta', 'rotate'],
+      /^maco export: --tta must be one of none, flip, dihedral, got 'rotate'\n$/,
     ],
     [
       [run, '-o', join(dir, 'm.onnx'), '--name', '../x'],

@@ -159,6 +159,56 @@ t.test('--postprocess largest-component: each class keeps its largest 3D compone
   t.same((await read(cleaned)).data, expected)
 })
 
+t.test(
+  '--tta flip makes the model mirror-equivariant: a mirrored scan gets the mirrored mask',
+  async (t) => {
+    // The volume is on the card's grid (64 x 64 at 2 mm), so preprocessing is the z-score
+    // alone and commutes with mirroring; the random network does not, TTA does.
+    const dir = await tinyModelDir(t.testdir(), {
+      name: 'speckle',
+      seed: 3,
+      input: { spacing: [2, 2], size: [64, 64] },
+    })
+    const model = join(dir, 'speckle.onnx')
+    const rng = seeded(5, 'predict-tta')
+    const [nx, ny, nz] = [64, 64, 2]
+    const scan = Float32Array.from(
+      { length: nx * ny * nz },
+      (_, i) => (i % nx > 20 ? 3 : 0) + rng.normal(),
+    )
+    const mirror = <A extends Float32Array | Uint8Array>(a: A): A =>
+      a.map((_, i) => a[i - (i % nx) + nx - 1 - (i % nx)]) as A
+    const masks: Record<string, Uint8Array> = {}
+    for (const [name, data] of [
+      ['scan', scan],
+      ['mirrored', mirror(scan)],
+    ] as const) {
+      await writeFile(
+        join(dir, `${name}.nii.gz`),
+        encodeNifti(volumeOf({ dims: [nx, ny, nz], data, spacing: [2, 2, 8] }), { gzip: true }),
+      )
+      for (const tta of ['none', 'flip']) {
+        const out = join(dir, `${name}-${tta}.nii.gz`)
+        const args = ['--input', join(dir, `${name}.nii.gz`), '-o', out, '--tta', tta]
+        const r = await maco('predict', '--model', model, ...args, '--postprocess', 'none')
+        t.equal(r.code, 0, r.err)
+        masks[`${name}-${tta}`] = (await read(out)).data as Uint8Array
+      }
+    }
+    t.not(
+      Array.from(mirror(masks['scan-none'])).join(),
+      Array.from(masks['mirrored-none']).join(),
+      'without TTA it is not',
+    )
+    t.same(mirror(masks['scan-flip']), masks['mirrored-flip'])
+    t.not(
+      Array.from(masks['scan-flip']).join(),
+      Array.from(masks['scan-none']).join(),
+      'TTA changes the mask',
+    )
+  },
+)
+
 t.test('bad usage and bad input: exit 2 with one line', async (t) => {
   const dir = t.testdir({ 'bad.nii.gz': 'this is not a volume', empty: {} })
   const cine = join(dir, 'cine.nii')
@@ -196,6 +246,10 @@ t.test('bad usage and bad input: exit 2 with one line', async (t) => {
     [
       ['--model', model, '--input', cine, '-o', out, '--postprocess', 'lcc'],
       /--postprocess must be none or largest-component, got 'lcc'/,
+    ],
+    [
+      ['--model', model, '--input', cine, '-o', out, '--tta', 'rotate'],
+      /--tta must be one of none, flip, dihedral, got 'rotate'/,
     ],
     [
       ['--model', model, '--input', cine, '-o', out, '--threads', '0'],

@@ -186,3 +186,17 @@ t.test('a largest-component card keeps the heart and drops a stray bright blob',
   )
   t.same(overridden.data, raw.data, 'the caller overrides the card')
 })
+
+t.test('the card asks for test-time augmentation and the caller may override it', async (t) => {
+  const volume = diskVolume([40, 40, 3], [2, 2, 8])
+  const card = twoClassCard({ spacing: [2, 2], size: [40, 40] })
+  const runs = async (cardTta: 'flip' | undefined, tta?: 'none' | 'dihedral') => {
+    const session = thresholdSession()
+    await segmentVolume({ card: { ...card, tta: cardTta }, session }, volume, { batch: 3, tta })
+    return session.runs.map((dims) => dims[0])
+  }
+  t.same(await runs(undefined), [3], 'no TTA: one slice a slice')
+  t.same(await runs('flip'), [12], "the card's flip: 4 views a slice")
+  t.same(await runs('flip', 'dihedral'), [24], 'the caller asks for 8')
+  t.same(await runs('flip', 'none'), [3], 'or for none')
+})

@@ -13,6 +13,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import * as t from 'io-ts'
 import { existsSync } from 'node:fs'
+import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -130,6 +131,20 @@ const choice = <T extends string>(
 /** `--workers`: threads for the two passes of a MaCo step. */
 export const workersOption = (args: Parsed): number =>
   numberOption(args, 'workers', 1, (n) => Number.isInteger(n) && n >= 1 && n <= 16)
+
+/**
+ * The recipe's worker threads where the flag is absent, when they can help: a
+ * single-threaded engine, two passes a step (MCM), and a core for each.
+ */
+export const defaultWorkers = (
+  recipe: Pick<Recipe, 'workers'>,
+  config: TrainConfig,
+  engine: Engine,
+  cores = availableParallelism(),
+): number =>
+  singleThreaded(engine.name) && config.loss.mcm
+    ? Math.max(1, Math.min(recipe.workers ?? 1, cores))
+    : 1
 
 /** The config overrides the flags ask for. */
 const overridesOf = (args: Parsed): Overrides => {
@@ -356,7 +371,8 @@ export const trainCommand: Command = {
     '  --out RUN_DIR         run folder (default: runs/<pipeline>-<recipe>)',
     '  --resume              continue the run in RUN_DIR where it stopped (same config)',
     `  --engine E            ${ENGINE_CHOICES.join(', ')} (default auto: the first that loads)`,
-    '  --workers N           worker threads for the two passes of a MaCo step (default 1)',
+    '  --workers N           worker threads for the two passes of a MaCo step (default: the',
+    "                        recipe's on wasm and cpu, at most one per core; else 1)",
     '  --epochs N, --seed S, --batch N, --lr X      override the recipe',
     `  --loss PRESET         ${LOSS_PRESET_NAMES.join(', ')} (ablations; maco = all terms)`,
     '  --supervision S       scribble (default) or label: the fully supervised upper bound',
@@ -391,18 +407,22 @@ export const trainCommand: Command = {
   run: async (args, io) => {
     const [pipeline] = positionals(args, 1, 'one pipeline file (e.g. pipelines/acdc.ts)')
     const resume = flag(args, 'resume')
-    const workers = workersOption(args)
+    const asked = args.values.workers === undefined ? undefined : workersOption(args)
     const overrides = overridesOf(args)
     const recipes = await loadRecipes(pipeline)
     const { name, recipe, config, dataDir, runDir } = resume
       ? await resumePlan(args, recipes, pipeline)
       : freshPlan(args, recipes, pipeline, overrides)
-    const engine = await engineFor(args, io, workers)
+    const engine = await engineFor(args, io, asked)
+    const workers = asked ?? defaultWorkers(recipe, config, engine)
     if (!resume) {
       const run: RunFile = { pipeline, recipe: name, dataDir: dataDir ?? null, config }
       await writeFileAtomic(join(runDir, RUN_FILE), `${JSON.stringify(run, null, 2)}\n`)
     }
-    io.err(`${resume ? 'resuming' : 'training'} ${pipeline} recipe '${name}' in ${runDir}\n`)
+    io.err(
+      `${resume ? 'resuming' : 'training'} ${pipeline} recipe '${name}' in ${runDir}` +
+        `${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
+    )
     const outcome = await runRecipe(
       { pipeline, recipeName: name, recipe, config, dataDir, runDir, resume, engine, workers },
       io,

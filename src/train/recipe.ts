@@ -194,6 +194,11 @@ export interface RecipeCases<C> {
 export interface Recipe<C extends CaseRecord = CaseRecord> {
   readonly summary: string
   readonly config: TrainConfig
+  /**
+   * Worker threads the recipe is timed with on a single-threaded engine (wasm, cpu): the
+   * default of `--workers`, capped by the cores there are. Absent: one, the calling thread.
+   */
+  readonly workers?: number
   /** Lists the cases; `dataDir` is `--data`, when given. */
   readonly cases: (config: TrainConfig, dataDir?: string) => TE.TaskEither<string, RecipeCases<C>>
   /** One training case to its training slices. */
@@ -260,9 +265,11 @@ export const datasetRecipe = (r: {
   readonly open: (dir: string, split: string) => TE.TaskEither<string, Dataset>
   /** The subject a case belongs to (ACDC: the patient of a frame); default: the case. */
   readonly subjectOf?: (caseName: string) => string
+  readonly workers?: number
 }): Recipe<DatasetCase> => ({
   summary: r.summary,
   config: r.config,
+  ...(r.workers === undefined ? {} : { workers: r.workers }),
   cases: (config, dataDir) => {
     const dir = dataDir ?? r.defaultDir
     const split = (name: string, n: number | undefined, role: 'scribble' | 'label') =>

@@ -5,6 +5,8 @@ import { join, resolve } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { runCli } from '../../src/cli/main.ts'
+import { defaultWorkers } from '../../src/cli/train.ts'
+import * as acdc from '../../pipelines/acdc.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { childEnv, maco } from '../helpers/cli.ts'
 
@@ -15,6 +17,21 @@ const SMALL = ['--train-cases', '2', '--val-cases', '1', '--engine', 'wasm']
 /** `maco train --resume` of the run in `out`, with its JSON summary. */
 const resumeRun = (out: string) =>
   maco('train', SYNTHETIC, '--out', out, '--resume', '--engine', 'wasm', '--json')
+
+t.test("without --workers a MaCo run takes the recipe's threads where they can help", async (t) => {
+  const wasm = await loadEngine('wasm')()
+  if (E.isLeft(wasm)) return t.fail(wasm.left)
+  const { config } = acdc.recipes.cpu
+  const pce = { ...config, loss: { ...config.loss, mcm: false, gc: false } }
+  const gpu = { ...wasm.right, name: 'webgpu' as const }
+  t.equal(acdc.recipes.cpu.workers, 2, 'the cpu recipe is timed on two cores')
+  t.equal(defaultWorkers(acdc.recipes.cpu, config, wasm.right, 2), 2)
+  t.equal(defaultWorkers(acdc.recipes.cpu, config, wasm.right, 16), 2, 'no more than asked')
+  t.equal(defaultWorkers(acdc.recipes.cpu, config, wasm.right, 1), 1, 'one core')
+  t.equal(defaultWorkers(acdc.recipes.cpu, pce, wasm.right, 2), 1, 'one pass a step (no MCM)')
+  t.equal(defaultWorkers(acdc.recipes.cpu, config, gpu, 2), 1, 'an engine of its own threads')
+  t.equal(defaultWorkers({}, config, wasm.right, 2), 1, 'a recipe that names none')
+})
 
 t.test('bad usage and bad input exit 2 with one line', async (t) => {
   const dir = t.testdir({

@@ -12,8 +12,8 @@
  *   1.4% (39% of one volume). Base width 8 (456 k parameters, a quarter of the paper's
  *   FLOPs), Adam 1e-3 with poly decay, 80 epochs of 172 steps (batch 4), the two passes of
  *   a step on two worker threads. Measured with tfjs wasm on these machines: preparing the
- *   100 volumes takes 7 s, a step 0.32 s (one worker: 0.57 s), an epoch 55-65 s with the
- *   validation of the 30 val volumes; 80 epochs take about 80 minutes. Twice the 44 epochs
+ *   100 volumes takes 7 s, a step 0.26-0.33 s (one worker: 0.40 s), an epoch 57-71 s with
+ *   the validation of the 30 val volumes; the 80 epochs took 85 minutes. Twice the 44 epochs
  *   the recipe had when it ran on one core: MaCo was still gaining then.
  *
  * Both augment every training slice as WSL4MIS does (quarter turns and flips, or a rotation

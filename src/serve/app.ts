@@ -23,6 +23,7 @@ import { requestId } from 'hono/request-id'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
 import { BYTES_PER_VOXEL, decodeNifti, encodeNifti, peekNiftiHeader } from '../volume/nifti.ts'
 import type { Volume } from '../volume/volume.ts'
+import { TTA_NAMES, type Tta } from './model-card.ts'
 import type { Model, ModelRegistry } from './models.ts'
 import { openApiDocument } from './openapi.ts'
 import { decodePng, encodePng, peekPng, type PngImage } from './png.ts'
@@ -350,6 +351,9 @@ export const createApp = (options: AppOptions) => {
     const model = modelOr404(c)
     if (E.isLeft(model)) return failure(c, model.left)
     const { card } = model.right
+    const tta = c.req.query('tta')
+    if (tta !== undefined && !(TTA_NAMES as readonly string[]).includes(tta))
+      return failure(c, fail(400, `tta must be one of ${TTA_NAMES.join(', ')}, got '${tta}'`))
     const input = await timed('decode', async () => {
       const body = await readBody(c.req.raw, limits.maxBytes)()
       if (E.isRight(body)) c.set('bodyRead', true)
@@ -363,7 +367,10 @@ export const createApp = (options: AppOptions) => {
     const volume =
       input.right.kind === 'nifti' ? input.right.volume : pngVolume(input.right.image, card)
     const mask = await timed('segment', () =>
-      segmentVolume({ card, session }, volume, { batch: options.batch }),
+      segmentVolume({ card, session }, volume, {
+        batch: options.batch,
+        ...(tta === undefined ? {} : { tta: tta as Tta }),
+      }),
     )
     const wantsJson = (c.req.header('accept') ?? '').includes('application/json')
     const body = await timed('encode', async () =>

@@ -489,7 +489,17 @@ export const openApiDocument = (o: OpenApiOptions) => ({
       post: {
         summary: 'Segment a volume or an image',
         description: `The body is a NIfTI-1 volume (.nii or .nii.gz; 2D, 3D, or 4D with one frame) or a 2D PNG, at most ${o.maxBytes} bytes and ${o.maxVoxels} voxels (checked from the header before decompressing). The answer is a uint8 mask with the input's dims and geometry (NIfTI: same affine, qform/sform and pixdim, gzipped if the input was; PNG: 8-bit grey class values), or JSON with Accept: application/json. A PNG without a pHYs chunk is taken to be at the model's spacing.`,
-        parameters: [{ $ref: '#/components/parameters/name' }],
+        parameters: [
+          { $ref: '#/components/parameters/name' },
+          {
+            name: 'tta',
+            in: 'query',
+            required: false,
+            schema: { type: 'string', enum: ['none', 'flip', 'dihedral'] },
+            description:
+              "Test-time augmentation for this request, in place of the card's: the class probabilities averaged over the slice and its mirror images (flip: 4 inferences a slice; dihedral: also the transposes, 8).",
+          },
+        ],
         requestBody: {
           required: true,
           content: {
@@ -516,7 +526,9 @@ export const openApiDocument = (o: OpenApiOptions) => ({
               ...json({ $ref: '#/components/schemas/Segmentation' }),
             },
           },
-          '400': error('Empty body, malformed or truncated file, or dims that cannot be segmented'),
+          '400': error(
+            'Empty body, malformed or truncated file, dims that cannot be segmented, or an unknown tta',
+          ),
           '401': error('API key missing or wrong'),
           '404': error('No model of that name'),
           '413': error('Body or voxel count over the limit'),

@@ -148,6 +148,42 @@ t.test(
   },
 )
 
+t.test(
+  '?tta= asks for test-time augmentation for one request; an unknown one is a 400',
+  async (t) => {
+    const { app, sessions } = await setup()
+    const volume = diskVolume([40, 40, 3], [2, 2, 8])
+    const plain = await app.request(post(encodeNifti(volume)))
+    t.equal(plain.status, 200)
+    const flipped = await app.request(
+      new Request('http://x/v1/models/thr/segment?tta=flip', {
+        method: 'POST',
+        body: encodeNifti(volume) as BodyInit,
+      }),
+    )
+    t.equal(flipped.status, 200)
+    // The threshold model is pixel-wise: TTA cannot change its mask, only the work done.
+    t.same(new Uint8Array(await flipped.arrayBuffer()), new Uint8Array(await plain.arrayBuffer()))
+    const slicesRun = sessions.flatMap((s) => (s as ReturnType<typeof thresholdSession>).runs)
+    t.same(
+      slicesRun.map((dims) => dims[0]),
+      [3, 12],
+      'one run of 3 slices, then one of 4 views of each',
+    )
+    await oneLineError(
+      t,
+      await app.request(
+        new Request('http://x/v1/models/thr/segment?tta=rotate', {
+          method: 'POST',
+          body: encodeNifti(volume) as BodyInit,
+        }),
+      ),
+      400,
+      /^tta must be one of none, flip, dihedral, got 'rotate'$/,
+    )
+  },
+)
+
 t.test('a NIfTI volume gives a NIfTI mask with its geometry, gzipped like the input', async (t) => {
   const { app, card, lines } = await setup()
   const volume = diskVolume()

@@ -8,8 +8,9 @@
  *   batch 4, Adam 1e-4, 1000 epochs.
  * - `cpu`: two CPU cores, the ACDC `cpu` network (2 mm, 128 px, base 8, Adam 1e-3 with poly
  *   decay): 382 slices make 95 steps an epoch, about 55 s with validation on one worker
- *   thread, so 60 epochs took about an hour; on the recipe's two workers, about half. The 256 mm crop keeps every heart voxel of the val masks and all
- *   but 0.01% of the foreground scribble pixels of any training subject.
+ *   thread, so 60 epochs took about an hour; on the recipe's two workers, less. The 256 mm
+ *   crop keeps every heart voxel of the val masks and all but 0.01% of the foreground
+ *   scribble pixels of any training subject.
  *
  * @example
  * maco train pipelines/mscmr.ts --recipe cpu --out runs/mscmr-cpu

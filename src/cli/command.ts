@@ -92,6 +92,18 @@ export const optionalString = (args: Parsed, name: string): string | undefined =
   return typeof v === 'string' ? v : undefined
 }
 
+/** `--name`, one of `allowed` or absent; another value is bad usage naming them all. */
+export const choice = <T extends string>(
+  args: Parsed,
+  name: string,
+  allowed: readonly T[],
+): T | undefined => {
+  const v = optionalString(args, name)
+  if (v !== undefined && !(allowed as readonly string[]).includes(v))
+    throw usageError(`--${name} must be one of ${allowed.join(', ')}, got '${v}'`)
+  return v as T | undefined
+}
+
 /** A required path option naming a NIfTI file (.nii or .nii.gz), else a usage error. */
 export const niftiPath = (args: Parsed, name: string): string => {
   const path = requireString(args, name)

@@ -24,6 +24,7 @@ import {
   type Tta,
 } from '../serve/model-card.ts'
 import {
+  choice,
   flag,
   inputError,
   numberOption,
@@ -49,12 +50,8 @@ export const imageCase = (file: string): string => stem(file).replace(/(.)_image
 const isImage = (file: string): boolean =>
   isNiftiName(file) && !NOT_IMAGES.some((s) => stem(file).endsWith(s))
 
-export const runtimeOption = (args: Parsed): RuntimeChoice => {
-  const r = optionalString(args, 'runtime') ?? 'auto'
-  if (!(RUNTIMES as readonly string[]).includes(r))
-    throw usageError(`--runtime must be one of ${RUNTIMES.join(', ')}, got '${r}'`)
-  return r as RuntimeChoice
-}
+export const runtimeOption = (args: Parsed): RuntimeChoice =>
+  choice(args, 'runtime', RUNTIMES) ?? 'auto'
 
 export const threadsOption = (args: Parsed): number =>
   numberOption(args, 'threads', 1, (n) => Number.isInteger(n) && n >= 1 && n <= 64)
@@ -117,12 +114,7 @@ export const postprocessOption = (args: Parsed): Postprocess | undefined => {
 }
 
 /** `--tta`: test-time augmentation. */
-export const ttaOption = (args: Parsed): Tta | undefined => {
-  const value = optionalString(args, 'tta')
-  if (value !== undefined && !(TTA_NAMES as readonly string[]).includes(value))
-    throw usageError(`--tta must be one of ${TTA_NAMES.join(', ')}, got '${value}'`)
-  return value as Tta | undefined
-}
+export const ttaOption = (args: Parsed): Tta | undefined => choice(args, 'tta', TTA_NAMES)
 
 export const predict: Command = {
   name: 'predict',

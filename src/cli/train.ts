@@ -47,6 +47,7 @@ import {
 } from '../train/trainer.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
 import {
+  choice,
   flag,
   inputError,
   interrupted,
@@ -115,17 +116,6 @@ export const pickRecipe = (
   if (!Object.hasOwn(recipes, chosen))
     throw usageError(`${file} has no recipe '${chosen}' (it has ${names.join(', ')})`)
   return [chosen, recipes[chosen]]
-}
-
-const choice = <T extends string>(
-  args: Parsed,
-  name: string,
-  allowed: readonly T[],
-): T | undefined => {
-  const v = optionalString(args, name)
-  if (v !== undefined && !(allowed as readonly string[]).includes(v))
-    throw usageError(`--${name} must be one of ${allowed.join(', ')}, got '${v}'`)
-  return v as T | undefined
 }
 
 /** `--workers`: threads for the two passes of a MaCo step. */

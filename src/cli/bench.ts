@@ -116,20 +116,37 @@ const train: Prepare = async (args, io, all) => {
   for (const s of engine.skipped) io.err(`skipped engine ${s}\n`)
   if (workers > 1 && !singleThreaded(engine.name))
     throw usageError(
-      `--workers 2 is for the single-threaded engines (wasm, cpu); '${engine.name}' runs in one process`,
+      `--workers 2 is for the single-threaded engines (onnxruntime, wasm, cpu); '${engine.name}' runs in one process`,
     )
-  // The whole suite compares one worker with two where two can help, unless told otherwise.
+  // The whole suite compares one worker with two where two can help, and the native convs
+  // with wasm's own where auto took them, unless told otherwise.
   const counts =
     all && args.values.workers === undefined && singleThreaded(engine.name) ? [1, 2] : [workers]
+  const engines =
+    all && engineChoice === 'auto' && engine.name === 'onnxruntime'
+      ? (['wasm', 'onnxruntime'] as const)
+      : [engine.name]
   return async () => {
     const results = []
-    for (const w of counts)
-      results.push(
-        await trainBench(
-          { engine, size, batch, base, workers: w, steps, profile: profile && w === 1 },
-          log(io),
-        ),
-      )
+    for (const name of engines) {
+      const active = engines.length === 1 ? E.right(engine) : await loadEngine(name)()
+      if (E.isLeft(active)) throw runFailed(active.left)
+      for (const w of counts)
+        results.push(
+          await trainBench(
+            {
+              engine: active.right,
+              size,
+              batch,
+              base,
+              workers: w,
+              steps,
+              profile: profile && w === 1,
+            },
+            log(io),
+          ),
+        )
+    }
     return { json: all ? results : results[0], rows: results.flatMap(trainRows) }
   }
 }
@@ -209,7 +226,7 @@ export const bench: Command = {
     '  --batch N        images per step (default 4)',
     `  --base N         UNet base width, a power of two 1..64 (default ${DEFAULT_UNET.base}, the reference; the cpu`,
     '                   recipes train base 8 at 128 px: --size 128 --base 8)',
-    '  --engine NAME    auto|wasm|cpu|tensorflow|tensorflow-gpu|webgpu (default auto)',
+    `  --engine NAME    ${ENGINE_CHOICES.join('|')} (default auto)`,
     '  --workers 1|2    worker threads running the two forward/backward passes (wasm, cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',
     '  --profile        then time one more step per kernel (top kernels on stderr, all in the JSON)',

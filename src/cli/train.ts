@@ -174,7 +174,7 @@ export const engineFor = async (args: Parsed, io: CommandIO, workers = 1) => {
   if (E.isLeft(engine)) throw inputError(engine.left)
   if (workers > 1 && !singleThreaded(engine.right.name))
     throw usageError(
-      `--workers ${workers} is for the single-threaded engines (wasm, cpu); '${engine.right.name}' runs in one process`,
+      `--workers ${workers} is for the single-threaded engines (onnxruntime, wasm, cpu); '${engine.right.name}' runs in one process`,
     )
   io.err(`${describeEngine(engine.right, asked)}\n`)
   return engine.right

@@ -5,6 +5,9 @@
  * - `webgpu`: @tensorflow/tfjs-backend-webgpu on Dawn (the `webgpu` package): any GPU with a
  *   Vulkan driver, no CUDA libraries needed (`webgpu.ts`)
  * - `tensorflow`: @tensorflow/tfjs-node (libtensorflow on the CPU, all cores)
+ * - `onnxruntime`: wasm with its convolutions on onnxruntime-node's native CPU kernels (MLAS,
+ *   AVX2 / AVX-512), one thread a process like wasm; where onnxruntime-node is installed
+ *   (`ort-kernels.ts`)
  * - `wasm`: @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD, one thread in Node; always there)
  * - `cpu`: @tensorflow/tfjs-backend-cpu (plain JS; the reference for tests)
  *
@@ -16,7 +19,7 @@
  * as "loaded but registered no 'tensorflow' backend".
  *
  * `auto` takes the first of tensorflow-gpu, webgpu (on a hardware adapter only), tensorflow,
- * wasm that loads and says why the others were skipped. Loading also registers tfjs's
+ * onnxruntime, wasm that loads and says why the others were skipped. Loading also registers tfjs's
  * gradients (tfjs-core's Node bundle ships without them) and, for wasm, the kernels it lacks
  * (`wasm-kernels.ts`).
  *
@@ -31,10 +34,18 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { register as registerCommonJs } from 'tsx/cjs/api'
 import { installed } from '../util/installed.ts'
+import { registerOrtConvs, restoreWasmConvs } from './ort-kernels.ts'
 import { registerWasmKernels } from './wasm-kernels.ts'
 import { hasGpuDevice, registerWebGpu } from './webgpu.ts'
 
-export const ENGINE_NAMES = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'] as const
+export const ENGINE_NAMES = [
+  'tensorflow-gpu',
+  'webgpu',
+  'tensorflow',
+  'onnxruntime',
+  'wasm',
+  'cpu',
+] as const
 export type EngineName = (typeof ENGINE_NAMES)[number]
 export type EngineChoice = EngineName | 'auto'
 export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', ...ENGINE_NAMES]
@@ -49,10 +60,17 @@ export interface Engine {
   readonly device?: string
 }
 
-const AUTO_ORDER: readonly EngineName[] = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm']
+const AUTO_ORDER: readonly EngineName[] = [
+  'tensorflow-gpu',
+  'webgpu',
+  'tensorflow',
+  'onnxruntime',
+  'wasm',
+]
 
 /** The engines that run one thread per process, so that worker threads can add cores. */
-export const singleThreaded = (name: EngineName): boolean => name === 'wasm' || name === 'cpu'
+export const singleThreaded = (name: EngineName): boolean =>
+  name === 'onnxruntime' || name === 'wasm' || name === 'cpu'
 
 const require = createRequire(import.meta.url)
 
@@ -87,6 +105,7 @@ const loadWasm = async (): Promise<void> => {
     )
     wasmPathsSet = true
   }
+  restoreWasmConvs()
   registerWasmKernels()
 }
 
@@ -119,8 +138,12 @@ const activate = async (
         ? E.right({ backend: 'cpu' })
         : E.left('the cpu backend failed to start')
     }
-    if (name === 'wasm') {
+    if (name === 'wasm' || name === 'onnxruntime') {
       await loadWasm()
+      if (name === 'onnxruntime') {
+        const native = registerOrtConvs()
+        if (E.isLeft(native)) return native
+      }
       return (await tf.setBackend('wasm'))
         ? E.right({ backend: 'wasm' })
         : E.left('the wasm backend failed to start')

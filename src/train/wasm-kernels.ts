@@ -39,7 +39,8 @@ import {
   type TensorInfo,
 } from '@tensorflow/tfjs-core'
 
-interface WasmBackend {
+/** The parts of tfjs's wasm backend that kernels written here use. */
+export interface WasmBackend {
   readonly disposeData: (dataId: object) => unknown
   readonly makeOutput: (shape: number[], dtype: 'float32', memoryOffset?: number) => TensorInfo
   readonly typedArrayFromHeap: (t: TensorInfo) => Float32Array

@@ -114,7 +114,7 @@ t.test(
     t.equal(r.code, 2)
     t.equal(
       r.err,
-      "maco train: --workers 2 is for the single-threaded engines (wasm, cpu); 'webgpu' runs in one process\n",
+      "maco train: --workers 2 is for the single-threaded engines (onnxruntime, wasm, cpu); 'webgpu' runs in one process\n",
     )
   },
 )

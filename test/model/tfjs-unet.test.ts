@@ -17,14 +17,22 @@ import {
   type UNetSpec,
   type UNetWeights,
 } from '../../src/model/unet.ts'
-import { loadEngine } from '../../src/train/engine.ts'
+import { loadEngine, type EngineName } from '../../src/train/engine.ts'
+import { installed } from '../../src/util/installed.ts'
 import { seeded, type Rng } from '../../src/util/rng.ts'
 
-const use = async (name: 'cpu' | 'wasm') => {
+const use = async (name: EngineName) => {
   const r = await loadEngine(name)()
   if (r._tag === 'Left') throw new Error(r.left)
 }
 await use('cpu')
+
+/** The engines whose training pass is checked against cpu autograd (onnxruntime where installed). */
+const ENGINES: readonly EngineName[] = [
+  'cpu',
+  'wasm',
+  ...(installed('onnxruntime-node') ? (['onnxruntime'] as const) : []),
+]
 
 const tiny = unetSpec({ base: 4, levels: 3, dropout: [0.1, 0.2, 0.3] })
 const randomImages = (n: number, size: number, seed: number) => {
@@ -214,7 +222,7 @@ t.test('training mode normalises with the batch statistics and reports them', as
   tf.dispose([pass.logits, x, ...Object.values(updated)])
 })
 
-for (const backend of ['cpu', 'wasm'] as const)
+for (const backend of ENGINES)
   t.test(
     `the hand-written backward on ${backend} matches cpu autograd of the plain-ops network`,
     async (t) => {
@@ -317,7 +325,7 @@ const PROGRAMS: readonly {
   },
 ]
 
-for (const backend of ['cpu', 'wasm'] as const)
+for (const backend of ENGINES)
   for (const { name, spec, shape, cancelled } of PROGRAMS)
     t.test(`any program of the ops is interpreted on ${backend}: ${name}`, async (t) => {
       const [b, h, w] = shape

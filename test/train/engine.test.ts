@@ -20,12 +20,14 @@ t.test('auto takes the first engine that loads and says why the others were skip
   if (!E.isRight(r)) return t.fail(r.left)
   if (installed('@tensorflow/tfjs-node-gpu') || installed('@tensorflow/tfjs-node'))
     return t.pass('a native engine is installed here')
-  t.equal(r.right.name, 'wasm')
   if (hasGpuDevice()) return t.pass('this machine has a GPU device: webgpu may be taken')
+  const native = installed('onnxruntime-node')
+  t.equal(r.right.name, native ? 'onnxruntime' : 'wasm')
   t.same(r.right.skipped, [
     'tensorflow-gpu: @tensorflow/tfjs-node-gpu is not installed (npm i @tensorflow/tfjs-node-gpu)',
     'webgpu: no GPU device (/dev/nvidiactl, /dev/dri/renderD*)',
     'tensorflow: @tensorflow/tfjs-node is not installed (npm i @tensorflow/tfjs-node)',
+    ...(native ? [] : ['onnxruntime: onnxruntime-node is not installed (npm i onnxruntime-node)']),
   ])
 })
 
@@ -44,5 +46,8 @@ t.test(
 )
 
 t.test('the choices list auto and every engine', async (t) => {
-  t.same([...ENGINE_CHOICES], ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'])
+  t.same(
+    [...ENGINE_CHOICES],
+    ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'onnxruntime', 'wasm', 'cpu'],
+  )
 })

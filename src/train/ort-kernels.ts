@@ -265,6 +265,10 @@ const runInto = (
     ]),
   )
   const result = session.run(inputs, { y: null }, {}).y
+  if (result.data.length !== shape.reduce((a, b) => a * b, 1))
+    throw new Error(
+      `onnxruntime gave [${result.dims.join(', ')}] where tfjs expects [${shape.join(', ')}]`,
+    )
   // After the run: allocating may grow the heap, which detaches the views read above.
   const out = backend.makeOutput(shape, 'float32')
   backend.typedArrayFromHeap(out).set(result.data)

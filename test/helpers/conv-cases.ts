@@ -28,6 +28,7 @@ export const on = async (backend: EngineName, f: () => tf.Tensor) => {
 /** The same computation on cpu and on wasm, as arrays. */
 export const onBoth = async (f: () => tf.Tensor) => [await on('cpu', f), await on('wasm', f)]
 
+/** Largest |a - b| relative to the largest |b|. */
 export const maxRelative = (a: Float32Array, b: Float32Array) => {
   let d = 0
   let s = 1e-12

@@ -20,6 +20,7 @@ import {
 import { loadEngine, type EngineName } from '../../src/train/engine.ts'
 import { installed } from '../../src/util/installed.ts'
 import { seeded, type Rng } from '../../src/util/rng.ts'
+import { maxRelative } from '../helpers/conv-cases.ts'
 
 const use = async (name: EngineName) => {
   const r = await loadEngine(name)()
@@ -96,17 +97,6 @@ const referenceGradients = (
     return Object.fromEntries(names.map((n, i) => [n, grads[i].dataSync().slice() as Float32Array]))
   })
 
-/** Largest |a - b| relative to the largest |b| of the same weight. */
-const relativeError = (a: Float32Array, b: Float32Array) => {
-  let diff = 0
-  let scale = 1e-12
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]))
-    scale = Math.max(scale, Math.abs(b[i]))
-  }
-  return diff / scale
-}
-
 t.test('the tfjs model of the default spec has the reference parameter count', async (t) => {
   const spec = unetSpec()
   const params = toParams(spec, initialWeights(spec, 1))
@@ -151,7 +141,7 @@ t.test('inference is deterministic and uses the moving statistics', async (t) =>
     params,
     tf.slice(x, [0, 0, 0, 0], [1, -1, -1, -1]),
   ).dataSync() as Float32Array
-  t.ok(relativeError(one, a.slice(0, one.length)) < 1e-5)
+  t.ok(maxRelative(one, a.slice(0, one.length)) < 1e-5)
   // With moving mean 0 and variance 1 the reference network without dropout in eval mode
   // is conv + bias, gamma x / sqrt(1 + eps) + beta, LeakyReLU.
   const evalSpec: UNetSpec = { ...tiny, ops: tiny.ops.filter((o) => o.op !== 'dropout') }
@@ -175,7 +165,7 @@ t.test('inference is deterministic and uses the moving statistics', async (t) =>
     }
     return h.dataSync().slice() as Float32Array
   })
-  t.ok(relativeError(a, fixedStats) < 1e-5, 'matches conv/bias/BN(moving)/LeakyReLU by plain ops')
+  t.ok(maxRelative(a, fixedStats) < 1e-5, 'matches conv/bias/BN(moving)/LeakyReLU by plain ops')
   tf.dispose([x, ...Object.values(params)])
 })
 
@@ -187,7 +177,7 @@ t.test('training mode normalises with the batch statistics and reports them', as
     () => referenceLogits(tiny, params, x, seeded(3, 'dropout')).dataSync().slice() as Float32Array,
   )
   t.ok(
-    relativeError(pass.logits.dataSync() as Float32Array, reference) < 1e-4,
+    maxRelative(pass.logits.dataSync() as Float32Array, reference) < 1e-4,
     'logits match the plain-ops network',
   )
   // enc0.bn1 sees conv(x) + bias: its batch mean and unbiased variance, by hand.
@@ -210,12 +200,12 @@ t.test('training mode normalises with the batch statistics and reports them', as
     (m, k) => z.filter((_, i) => i % c === k).reduce((a, b) => a + (b - m) ** 2, 0) / (n - 1),
   )
   const stats = pass.stats['enc0.bn1']
-  t.ok(relativeError(stats.mean.dataSync() as Float32Array, Float32Array.from(mean)) < 1e-4)
-  t.ok(relativeError(stats.variance.dataSync() as Float32Array, Float32Array.from(variance)) < 1e-4)
+  t.ok(maxRelative(stats.mean.dataSync() as Float32Array, Float32Array.from(mean)) < 1e-4)
+  t.ok(maxRelative(stats.variance.dataSync() as Float32Array, Float32Array.from(variance)) < 1e-4)
   const updated = updateMovingStats(params, pass.stats, 0.1)
   const moved = updated['enc0.bn1.movingVariance'].dataSync() as Float32Array
   t.ok(
-    relativeError(moved, Float32Array.from(variance.map((v) => 0.9 + 0.1 * v))) < 1e-5,
+    maxRelative(moved, Float32Array.from(variance.map((v) => 0.9 + 0.1 * v))) < 1e-5,
     'PyTorch momentum 0.1',
   )
   pass.dispose()
@@ -256,14 +246,14 @@ for (const backend of ENGINES)
           )
         )
           t.ok(
-            relativeError(got, expected[name]) < 1e-3 ||
+            maxRelative(got, expected[name]) < 1e-3 ||
               Math.max(...expected[name].map(Math.abs)) < 1e-4,
             `${name} ~ 0`,
           )
         else
           t.ok(
-            relativeError(got, expected[name]) < 1e-4,
-            `${name}: ${relativeError(got, expected[name]).toExponential(2)}`,
+            maxRelative(got, expected[name]) < 1e-4,
+            `${name}: ${maxRelative(got, expected[name]).toExponential(2)}`,
           )
       }
       tf.dispose([pass.logits, xb, rb, ...Object.values(grads), ...Object.values(params)])
@@ -362,8 +352,8 @@ for (const backend of ENGINES)
           )
         else
           t.ok(
-            relativeError(got, expected[name]) < 1e-4,
-            `${name}: ${relativeError(got, expected[name]).toExponential(1)}`,
+            maxRelative(got, expected[name]) < 1e-4,
+            `${name}: ${maxRelative(got, expected[name]).toExponential(1)}`,
           )
       }
       tf.dispose([pass.logits, ...Object.values(grads)])

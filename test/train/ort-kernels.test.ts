@@ -1,20 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
-import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
-import { parameterShapes, unetSpec } from '../../src/model/unet.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { nativeConvSessions } from '../../src/train/ort-kernels.ts'
-import { workerPasses } from '../../src/train/parallel.ts'
-import {
-  disposeState,
-  initialState,
-  inProcess,
-  trainStep,
-  type Passes,
-} from '../../src/train/step.ts'
 import { installed } from '../../src/util/installed.ts'
-import { seeded } from '../../src/util/rng.ts'
 import {
   FILTER_CASES,
   filterGradient,
@@ -54,49 +43,29 @@ interface ConvCase {
   readonly native: boolean
 }
 
+/** A stride-1 'same' conv that the native kernel runs, unless `more` says otherwise. */
+const convCase = (
+  name: string,
+  x: ConvCase['x'],
+  w: ConvCase['w'],
+  more: Partial<ConvCase> = {},
+): ConvCase => ({ name, x, w, stride: 1, pad: 'same', native: true, ...more })
+
 const CONV_CASES: readonly ConvCase[] = [
-  { name: '3x3 same', x: [2, 12, 10, 6], w: [3, 3, 6, 5], stride: 1, pad: 'same', native: true },
-  { name: 'first layer', x: [3, 16, 16, 1], w: [3, 3, 1, 8], stride: 1, pad: 'same', native: true },
-  { name: '1x1', x: [2, 9, 7, 8], w: [1, 1, 8, 3], stride: 1, pad: 'same', native: true },
-  { name: 'valid', x: [2, 11, 9, 4], w: [3, 3, 4, 4], stride: 1, pad: 'valid', native: true },
-  { name: 'pad 2', x: [1, 8, 8, 3], w: [3, 3, 3, 2], stride: 1, pad: 2, native: true },
+  convCase('3x3 same', [2, 12, 10, 6], [3, 3, 6, 5]),
+  convCase('first layer', [3, 16, 16, 1], [3, 3, 1, 8]),
+  convCase('1x1', [2, 9, 7, 8], [1, 1, 8, 3]),
+  convCase('valid', [2, 11, 9, 4], [3, 3, 4, 4], { pad: 'valid' }),
+  convCase('pad 2', [1, 8, 8, 3], [3, 3, 3, 2], { pad: 2 }),
   // 'same' at stride 2 on an odd size pads unevenly (0 before, 1 after).
-  {
-    name: 'stride 2, odd',
-    x: [2, 17, 15, 3],
-    w: [3, 3, 3, 4],
-    stride: 2,
-    pad: 'same',
-    native: true,
-  },
-  {
-    name: 'dilation 2',
-    x: [2, 13, 13, 3],
-    w: [3, 3, 3, 4],
-    stride: 1,
-    pad: 'same',
-    dilation: 2,
-    native: true,
-  },
-  {
-    name: 'with bias',
-    x: [2, 10, 10, 4],
-    w: [3, 3, 4, 6],
-    stride: 1,
-    pad: 'same',
-    bias: true,
-    native: true,
-  },
-  {
-    name: 'fused relu',
-    x: [2, 10, 10, 4],
-    w: [3, 3, 4, 6],
-    stride: 1,
-    pad: 'same',
+  convCase('stride 2, odd', [2, 17, 15, 3], [3, 3, 3, 4], { stride: 2 }),
+  convCase('dilation 2', [2, 13, 13, 3], [3, 3, 3, 4], { dilation: 2 }),
+  convCase('with bias', [2, 10, 10, 4], [3, 3, 4, 6], { bias: true }),
+  convCase('fused relu', [2, 10, 10, 4], [3, 3, 4, 6], {
     bias: true,
     activation: 'relu',
     native: false,
-  },
+  }),
 ]
 
 const conv = (c: ConvCase) => () =>
@@ -145,50 +114,5 @@ t.test('the native kernels leave no wasm buffers behind', async (t) => {
     const before = backend.numDataIds()
     tf.dispose(tf.tidy(filterGradient(c)))
     t.equal(backend.numDataIds(), before, c.name)
-  }
-})
-
-const tiny = unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] })
-
-const run = async (passes: Passes, steps: number) => {
-  const rng = seeded(3, 'ort-kernels')
-  const image = tf.tensor4d(
-    Float32Array.from({ length: 2 * 32 * 32 }, () => rng.normal()),
-    [2, 32, 32, 1],
-  )
-  const data = { image, masked: tf.relu(image) as tf.Tensor4D }
-  const loss = (a: tf.Tensor4D, b: tf.Tensor4D | undefined) =>
-    tf.tidy(() =>
-      tf.add(tf.mean(tf.square(tf.softmax(a))), tf.mean(tf.abs(tf.sub(a, b!)))),
-    ) as tf.Scalar
-  let state = initialState(tiny, toParams(tiny, initialWeights(tiny, 3)))
-  const losses: number[] = []
-  for (let s = 0; s < steps; s++) {
-    const r = await trainStep(passes, state, data, loss, { seed: 3, step: s })
-    state = r.state
-    losses.push(r.loss)
-  }
-  const weights = Object.fromEntries(
-    Object.entries(state.params).map(([k, v]) => [k, v.dataSync().slice() as Float32Array]),
-  )
-  disposeState(state)
-  tf.dispose(Object.values(data))
-  return { losses, weights }
-}
-
-t.test('worker threads on onnxruntime give exactly its single-threaded steps', async (t) => {
-  await use('onnxruntime')
-  const reference = await run(inProcess(tiny), 2)
-  const passes = await workerPasses(tiny, 'onnxruntime', 2)
-  try {
-    const parallel = await run(passes, 2)
-    t.same(parallel.losses, reference.losses)
-    for (const p of parameterShapes(tiny))
-      t.ok(
-        parallel.weights[p.name].every((v, i) => v === reference.weights[p.name][i]),
-        p.name,
-      )
-  } finally {
-    await passes.close()
   }
 })

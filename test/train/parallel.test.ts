@@ -2,7 +2,6 @@ import * as tf from '@tensorflow/tfjs-core'
 import t from 'tap'
 import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { parameterShapes, unetSpec } from '../../src/model/unet.ts'
-import { loadEngine } from '../../src/train/engine.ts'
 import { pack, unpack, workerPasses } from '../../src/train/parallel.ts'
 import {
   disposeState,
@@ -11,11 +10,12 @@ import {
   trainStep,
   type Passes,
 } from '../../src/train/step.ts'
+import { installed } from '../../src/util/installed.ts'
 import { seeded } from '../../src/util/rng.ts'
+import { use } from '../helpers/conv-cases.ts'
 
 // wasm: the cpu backend's filter gradient is ~20x slower, and wasm is always there.
-const engine = await loadEngine('wasm')()
-if (engine._tag === 'Left') throw new Error(engine.left)
+await use('wasm')
 
 const tiny = unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] })
 
@@ -52,29 +52,36 @@ const run = async (passes: Passes, steps: number) => {
   return { losses, weights, counts }
 }
 
-t.test(
-  'two worker threads give exactly the single-threaded step (same losses, same weights)',
-  async (t) => {
-    const reference = await run(inProcess(tiny), 3)
-    const passes = await workerPasses(tiny, 'wasm', 2)
-    try {
-      const parallel = await run(passes, 3)
-      t.same(parallel.losses, reference.losses)
-      for (const p of parameterShapes(tiny))
-        t.ok(
-          parallel.weights[p.name].every((v, i) => v === reference.weights[p.name][i]),
-          p.name,
+// onnxruntime: wasm with native convs, where onnxruntime-node is installed.
+for (const name of [
+  'wasm',
+  ...(installed('onnxruntime-node') ? ['onnxruntime' as const] : []),
+] as const)
+  t.test(
+    `two worker threads give exactly the single-threaded step on ${name} (same losses, same weights)`,
+    async (t) => {
+      await use(name)
+      const reference = await run(inProcess(tiny), 3)
+      const passes = await workerPasses(tiny, name, 2)
+      try {
+        const parallel = await run(passes, 3)
+        t.same(parallel.losses, reference.losses)
+        for (const p of parameterShapes(tiny))
+          t.ok(
+            parallel.weights[p.name].every((v, i) => v === reference.weights[p.name][i]),
+            p.name,
+          )
+        t.same(
+          new Set(parallel.counts).size,
+          1,
+          `main-thread tensors flat: ${parallel.counts.join(' ')}`,
         )
-      t.same(
-        new Set(parallel.counts).size,
-        1,
-        `main-thread tensors flat: ${parallel.counts.join(' ')}`,
-      )
-    } finally {
-      await passes.close()
-    }
-  },
-)
+      } finally {
+        await passes.close()
+        await use('wasm')
+      }
+    },
+  )
 
 t.test('one worker runs both passes in turn', async (t) => {
   const reference = await run(inProcess(tiny), 1)

@@ -26,14 +26,16 @@ import {
   type UNetWeights,
 } from './unet.ts'
 import {
-  AttributeType,
   DataType,
   encodeModel,
+  float,
+  int,
+  ints,
+  string,
+  tensorInfo,
   type AttributeProto,
-  type Dimension,
   type NodeProto,
   type TensorProto,
-  type ValueInfoProto,
 } from './onnx-proto.ts'
 
 export interface ExportOptions {
@@ -75,19 +77,6 @@ export const floatTensor = (
   data.forEach((v, i) => view.setFloat32(i * 4, v, true))
   return { name, dims, dataType: DataType.FLOAT, rawData: raw }
 }
-
-const ints = (name: string, values: readonly number[]): AttributeProto => ({
-  name,
-  type: AttributeType.INTS,
-  ints: values,
-})
-const int = (name: string, i: number): AttributeProto => ({ name, type: AttributeType.INT, i })
-const float = (name: string, f: number): AttributeProto => ({ name, type: AttributeType.FLOAT, f })
-const string = (name: string, s: string): AttributeProto => ({
-  name,
-  type: AttributeType.STRING,
-  s: new TextEncoder().encode(s),
-})
 
 /**
  * Visits a k x k conv kernel's elements with their indices in tfjs's HWIO layout and in
@@ -223,20 +212,6 @@ const emit = (spec: UNetSpec, weights: UNetWeights): Graph => {
   })
   return { nodes, initializers }
 }
-
-const tensorInfo = (name: string, dims: readonly (number | string)[]): ValueInfoProto => ({
-  name,
-  type: {
-    tensorType: {
-      elemType: DataType.FLOAT,
-      shape: {
-        dim: dims.map((d): Dimension =>
-          typeof d === 'number' ? { dimValue: d } : { dimParam: d },
-        ),
-      },
-    },
-  },
-})
 
 /** The ONNX file of `spec` with `weights`; throws a RangeError naming a missing or mis-shaped weight. */
 export const exportOnnx = (

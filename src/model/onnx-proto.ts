@@ -128,6 +128,28 @@ export interface AttributeProto {
   readonly ints?: readonly number[]
 }
 
+/** Attribute builders: a list of ints, an int, a float, a string. */
+export const ints = (name: string, values: readonly number[]): AttributeProto => ({
+  name,
+  type: AttributeType.INTS,
+  ints: values,
+})
+export const int = (name: string, i: number): AttributeProto => ({
+  name,
+  type: AttributeType.INT,
+  i,
+})
+export const float = (name: string, f: number): AttributeProto => ({
+  name,
+  type: AttributeType.FLOAT,
+  f,
+})
+export const string = (name: string, s: string): AttributeProto => ({
+  name,
+  type: AttributeType.STRING,
+  s: new TextEncoder().encode(s),
+})
+
 export interface TensorProto {
   readonly name: string
   readonly dims: readonly number[]
@@ -177,6 +199,21 @@ export interface ModelProto {
   readonly graph: GraphProto
   readonly metadataProps?: readonly { readonly key: string; readonly value: string }[]
 }
+
+/** A float tensor's name and shape, each dim a size or a symbolic name. */
+export const tensorInfo = (name: string, dims: readonly (number | string)[]): ValueInfoProto => ({
+  name,
+  type: {
+    tensorType: {
+      elemType: DataType.FLOAT,
+      shape: {
+        dim: dims.map((d): Dimension =>
+          typeof d === 'number' ? { dimValue: d } : { dimParam: d },
+        ),
+      },
+    },
+  },
+})
 
 const modelType = protobuf.parse(ONNX_PROTO, { keepCase: false }).root.lookupType('onnx.ModelProto')
 

@@ -38,13 +38,15 @@ import * as E from 'fp-ts/lib/Either.js'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import {
-  AttributeType,
   DataType,
   encodeModel,
+  int,
+  ints,
+  tensorInfo,
   type AttributeProto,
-  type Dimension,
   type NodeProto,
   type TensorProto,
+  type ValueInfoProto,
 } from '../model/onnx-proto.ts'
 import { installed } from '../util/installed.ts'
 import type { WasmBackend } from './wasm-kernels.ts'
@@ -107,12 +109,6 @@ const SESSION_OPTIONS = {
   executionMode: 'sequential',
 }
 
-const ints = (name: string, values: readonly number[]): AttributeProto => ({
-  name,
-  type: AttributeType.INTS,
-  ints: values,
-})
-
 const int64s = (name: string, values: readonly number[]): TensorProto => {
   const raw = new Uint8Array(values.length * 8)
   const view = new DataView(raw.buffer)
@@ -127,25 +123,11 @@ const node = (
   attribute: readonly AttributeProto[] = [],
 ): NodeProto => ({ name: output, opType, input, output: [output], attribute })
 
-const value = (name: string, dims: readonly (number | string)[]) => ({
-  name,
-  type: {
-    tensorType: {
-      elemType: DataType.FLOAT,
-      shape: {
-        dim: dims.map((d): Dimension =>
-          typeof d === 'number' ? { dimValue: d } : { dimParam: d },
-        ),
-      },
-    },
-  },
-})
-
 const model = (
   nodes: readonly NodeProto[],
   initializer: readonly TensorProto[],
-  input: readonly ReturnType<typeof value>[],
-  output: ReturnType<typeof value>,
+  input: readonly ValueInfoProto[],
+  output: ValueInfoProto,
 ): Uint8Array =>
   encodeModel({
     irVersion: 8,
@@ -154,7 +136,7 @@ const model = (
   })
 
 /** An NHWC image batch with symbolic dims. */
-const images = (name: string, channels: number) => value(name, ['n', 'h', 'w', channels])
+const images = (name: string, channels: number) => tensorInfo(name, ['n', 'h', 'w', channels])
 
 interface ConvGeometry {
   readonly kh: number
@@ -184,8 +166,8 @@ const convModel = (g: ConvGeometry): Uint8Array =>
     [],
     [
       images('x', g.ci),
-      value('filter', [g.kh, g.kw, g.ci, g.co]),
-      ...(g.bias ? [value('bias', [g.co])] : []),
+      tensorInfo('filter', [g.kh, g.kw, g.ci, g.co]),
+      ...(g.bias ? [tensorInfo('bias', [g.co])] : []),
     ],
     images('y', g.co),
   )
@@ -208,13 +190,11 @@ const filterGradModel = (g: Omit<ConvGeometry, 'strides' | 'dilations' | 'bias'>
         'Concat',
         taps.map(([i, j]) => `tap_${i}_${j}`),
         'columns',
-        [{ name: 'axis', type: AttributeType.INT, i: 3 }],
+        [int('axis', 3)],
       ),
       node('Reshape', ['columns', 'columns_2d'], 'columns_matrix'),
       node('Reshape', ['dy', 'dy_2d'], 'dy_matrix'),
-      node('Gemm', ['columns_matrix', 'dy_matrix'], 'dw_matrix', [
-        { name: 'transA', type: AttributeType.INT, i: 1 },
-      ]),
+      node('Gemm', ['columns_matrix', 'dy_matrix'], 'dw_matrix', [int('transA', 1)]),
       node('Reshape', ['dw_matrix', 'filter_shape'], 'y'),
     ],
     [
@@ -229,7 +209,7 @@ const filterGradModel = (g: Omit<ConvGeometry, 'strides' | 'dilations' | 'bias'>
       int64s('filter_shape', [g.kh, g.kw, g.ci, g.co]),
     ],
     [images('x', g.ci), images('dy', g.co)],
-    value('y', [g.kh, g.kw, g.ci, g.co]),
+    tensorInfo('y', [g.kh, g.kw, g.ci, g.co]),
   )
 }
 

@@ -1,7 +1,7 @@
 /**
  * Training speed: full MaCo training steps (two forwards, the MaCo loss, both backwards,
- * Adam) of the reference UNet, or one of another base width (the `cpu` recipes' base 8), on
- * a synthetic batch, the median of the timed steps after one warm-up step. The floor is
+ * Adam) of the reference UNet (the `cpu` recipes train it at 128 px) or one of another base
+ * width, on a synthetic batch, the median of the timed steps after one warm-up step. The floor is
  * PyTorch on the same machines (DESIGN.md's reference UNet, batch 4, 2 threads), measured
  * once before the project and not re-run here: other widths have none.
  *

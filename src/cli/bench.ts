@@ -225,7 +225,7 @@ export const bench: Command = {
     'train:',
     '  --batch N        images per step (default 4)',
     `  --base N         UNet base width, a power of two 1..64 (default ${DEFAULT_UNET.base}, the reference; the cpu`,
-    '                   recipes train base 8 at 128 px: --size 128 --base 8)',
+    '                   recipes train it at 128 px: --size 128)',
     `  --engine NAME    ${ENGINE_CHOICES.join('|')} (default auto)`,
     '  --workers 1|2    worker threads running the two forward/backward passes (wasm, cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',

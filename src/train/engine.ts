@@ -19,9 +19,9 @@
  * as "loaded but registered no 'tensorflow' backend".
  *
  * `auto` takes the first of tensorflow-gpu, webgpu (on a hardware adapter only), tensorflow,
- * onnxruntime, wasm that loads and says why the others were skipped. Loading also registers tfjs's
- * gradients (tfjs-core's Node bundle ships without them) and, for wasm, the kernels it lacks
- * (`wasm-kernels.ts`).
+ * onnxruntime, wasm that loads and says why the others were skipped. Loading also registers
+ * tfjs's gradients (tfjs-core's Node bundle ships without them) and, for wasm, the kernels it
+ * lacks (`wasm-kernels.ts`).
  *
  * @example
  * const engine = await loadEngine('auto')() // Either<string, Engine>

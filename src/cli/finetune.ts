@@ -62,7 +62,7 @@ import {
   type Parsed,
 } from './command.ts'
 import { progress, type Progress } from './progress.ts'
-import { engineFor, loadRecipes, pickRecipe, workersOption } from './train.ts'
+import { defaultWorkers, engineFor, loadRecipes, pickRecipe, workersOption } from './train.ts'
 
 const freezeOf = (args: Parsed): Freeze => {
   const v = optionalString(args, 'freeze') ?? 'none'
@@ -177,6 +177,7 @@ export const finetuneCommand: Command = {
     '  --train-cases N       keep N training subjects (fixed seeded order)',
     '  --freeze F            encoder (its weights stay fixed) or none (default)',
     '  --engine E            training engine (default auto); --workers N: threads for the two passes',
+    '                        (default 2 on onnxruntime, wasm and cpu, at most one per core)',
     '  --run DIR             the run folder: checkpoints, metrics.jsonl, plot.svg (default runs/finetune-NAME)',
     '  --resume              continue a stopped fine-tune in --run (same options)',
     '  --json                print {onnx, card, name, parent, validation, parentValidation, ...} on stdout',
@@ -217,7 +218,7 @@ export const finetuneCommand: Command = {
     const name = optionalString(args, 'name') ?? out.name
     const freeze = freezeOf(args)
     const resume = flag(args, 'resume')
-    const workers = workersOption(args)
+    const askedWorkers = args.values.workers === undefined ? undefined : workersOption(args)
     const runDir = optionalString(args, 'run') ?? join('runs', `finetune-${name}`)
     const started = existsSync(join(runDir, CHECKPOINTS.last))
     if (started && !resume)
@@ -230,7 +231,7 @@ export const finetuneCommand: Command = {
     const parent = await loadParent(from)()
     if (E.isLeft(parent)) throw inputError(parent.left)
     const plan = await planOf(args, parent.right, io)
-    const engine = await engineFor(args, io, workers)
+    const engine = await engineFor(args, io, askedWorkers)
     let bar: Progress | undefined
     const data = await plan.prepare((c, _, total) => {
       bar ??= progress({ label: 'prepare', total, io })
@@ -239,8 +240,10 @@ export const finetuneCommand: Command = {
     if (E.isLeft(data)) throw inputError(data.left)
     bar?.done()
     const config = fitBatch(plan.config, data.right.train.length)
+    // The two passes of a MaCo step on two cores, as the recipes train.
+    const workers = askedWorkers ?? defaultWorkers({ workers: 2 }, config, engine)
     io.err(
-      `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}\n`,
+      `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
     )
     const spec = networkSpec(config)
     const passes = workers > 1 ? await workerPasses(spec, engine.name, workers) : inProcess(spec)

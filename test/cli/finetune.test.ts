@@ -2,6 +2,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { availableParallelism } from 'node:os'
 import t from 'tap'
 import { runCli } from '../../src/cli/main.ts'
 import { parseModelCard } from '../../src/serve/model-card.ts'
@@ -146,6 +147,8 @@ t.test('fine-tuning writes a new model whose card names its parent, data and Dic
   t.equal(r.code, 0, r.err)
   t.match(r.err, /note: batch norm re-estimated from the folded ONNX weights on 6 training slices/)
   t.match(r.err, /\nepoch 1\/1: loss \d+\.\d{4}, val Dice \d\.\d{3} \(RV /)
+  if (availableParallelism() > 1)
+    t.match(r.err, / on 2 worker threads\n/, 'the two passes on two cores by default')
   const summary = JSON.parse(r.out) as Record<string, unknown>
   t.match(summary, {
     onnx: out,

@@ -218,7 +218,7 @@ export const finetuneCommand: Command = {
     const name = optionalString(args, 'name') ?? out.name
     const freeze = freezeOf(args)
     const resume = flag(args, 'resume')
-    const askedWorkers = args.values.workers === undefined ? undefined : workersOption(args)
+    const askedWorkers = workersOption(args)
     const runDir = optionalString(args, 'run') ?? join('runs', `finetune-${name}`)
     const started = existsSync(join(runDir, CHECKPOINTS.last))
     if (started && !resume)

@@ -118,9 +118,11 @@ export const pickRecipe = (
   return [chosen, recipes[chosen]]
 }
 
-/** `--workers`: threads for the two passes of a MaCo step. */
-export const workersOption = (args: Parsed): number =>
-  numberOption(args, 'workers', 1, (n) => Number.isInteger(n) && n >= 1 && n <= 16)
+/** `--workers`: threads for the two passes of a MaCo step; undefined when absent (see `defaultWorkers`). */
+export const workersOption = (args: Parsed): number | undefined =>
+  args.values.workers === undefined
+    ? undefined
+    : numberOption(args, 'workers', 1, (n) => Number.isInteger(n) && n >= 1 && n <= 16)
 
 /**
  * The recipe's worker threads where the flag is absent, when they can help: a
@@ -397,7 +399,7 @@ export const trainCommand: Command = {
   run: async (args, io) => {
     const [pipeline] = positionals(args, 1, 'one pipeline file (e.g. pipelines/acdc.ts)')
     const resume = flag(args, 'resume')
-    const asked = args.values.workers === undefined ? undefined : workersOption(args)
+    const asked = workersOption(args)
     const overrides = overridesOf(args)
     const recipes = await loadRecipes(pipeline)
     const { name, recipe, config, dataDir, runDir } = resume

@@ -84,8 +84,15 @@ export const TrainConfig = t.intersection([
     /** A step line in metrics.jsonl every this many steps (mean over them). */
     logEvery: positiveInt,
   }),
-  /** Random rotations and flips of each training slice (src/train/augment.ts); absent: none. */
-  t.partial({ augment: AugmentOptions }),
+  t.partial({
+    /** Random rotations and flips of each training slice (src/train/augment.ts); absent: none. */
+    augment: AugmentOptions,
+    /**
+     * Train on a random window of this size (px) of each slice (src/train/crop.ts); validation
+     * and inference see whole slices. Absent: whole slices.
+     */
+    crop: t.tuple([positiveInt, positiveInt]),
+  }),
 ])
 export type TrainConfig = t.TypeOf<typeof TrainConfig>
 
@@ -100,8 +107,12 @@ const problem = (c: TrainConfig): string | undefined => {
   if (c.classes.length < 2) return 'classes: at least 2 are needed (background and a target)'
   if (c.unlabelled < c.classes.length)
     return `unlabelled (${c.unlabelled}) must not be a class value (0..${c.classes.length - 1})`
-  if (c.masking.patch > Math.min(...c.input.size))
-    return `masking.patch ${c.masking.patch} is larger than the input`
+  if (c.crop?.some((n, i) => n > c.input.size[i]))
+    return `crop ${c.crop.join('x')} is larger than input.size ${c.input.size.join('x')}`
+  if (c.crop?.some((n) => n % multiple !== 0))
+    return `crop ${c.crop.join('x')} must be a multiple of ${multiple} for a ${c.network.levels}-level network`
+  if (c.masking.patch > Math.min(...(c.crop ?? c.input.size)))
+    return `masking.patch ${c.masking.patch} is larger than the ${c.crop ? 'crop' : 'input'}`
   if (!(c.loss.pce || c.loss.mcm || c.loss.gc || c.loss.cpl)) return 'loss: every term is off'
   if (c.supervision === 'label' && (c.loss.gc || c.loss.cpl))
     return "supervision 'label' trains with cross-entropy on the labels: the GC and CPL terms come from scribbles (use --loss pce)"
@@ -139,6 +150,8 @@ export interface Overrides {
   readonly loss?: LossPreset
   readonly supervision?: TrainConfig['supervision']
   readonly shrink?: number
+  /** A square training crop (px); the input size turns cropping off. */
+  readonly crop?: number
   readonly split?: string
   readonly trainCases?: number
   readonly valCases?: number
@@ -170,6 +183,7 @@ export const applyOverrides = (c: TrainConfig, o: Overrides): E.Either<string, T
     ...(o.seed === undefined ? {} : { seed: o.seed }),
     ...(o.batch === undefined ? {} : { batch: o.batch }),
     ...(o.supervision === undefined ? {} : { supervision: o.supervision }),
+    ...(o.crop === undefined ? {} : { crop: [o.crop, o.crop] }),
   })
 }
 

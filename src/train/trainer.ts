@@ -55,6 +55,7 @@ import {
   type TrainState,
 } from './step.ts'
 import { sliceAugmenter } from './augment.ts'
+import { sliceCropper } from './crop.ts'
 import { batchArrays, type TrainingSlice, type ValidationVolume } from './training-set.ts'
 
 /** Where a run's data and recipe came from, recorded in checkpoints and model cards. */
@@ -166,6 +167,25 @@ interface Batch extends StepBatch {
   readonly cpl: tf.Tensor4D
 }
 
+/** A training slice as one step sees it: augmented, then cropped, each draw seeded by step and slice. */
+type SliceView = (slice: TrainingSlice, step: number, index: number) => TrainingSlice
+
+const sliceView = (config: TrainConfig): SliceView => {
+  const [width, height] = config.input.size
+  const classes = config.classes.length
+  const augment =
+    config.augment &&
+    sliceAugmenter(
+      { width, height, classes, unlabelled: config.unlabelled, cpl: config.cpl },
+      config.augment,
+    )
+  const crop = config.crop && sliceCropper({ width, height, classes }, config.crop)
+  return (slice, step, index) => {
+    const moved = augment ? augment(slice, seeded(config.seed, 'augment', step, index)) : slice
+    return crop ? crop(moved, seeded(config.seed, 'crop', step, index)) : moved
+  }
+}
+
 /** The tensors of one step: the slices at `indices`, and with MCM their masked images. */
 const makeBatch = (
   config: TrainConfig,
@@ -173,17 +193,15 @@ const makeBatch = (
   set: readonly TrainingSlice[],
   indices: readonly number[],
   step: number,
-  augment: ReturnType<typeof sliceAugmenter> | undefined,
+  view: SliceView,
 ): Batch => {
-  const [width, height] = config.input.size
+  const [width, height] = config.crop ?? config.input.size
   const classes = config.classes.length
-  const a = augment
-    ? batchArrays(
-        indices.map((i) => augment(set[i], seeded(config.seed, 'augment', step, i))),
-        indices.map((_, k) => k),
-        classes,
-      )
-    : batchArrays(set, indices, classes)
+  const a = batchArrays(
+    indices.map((i) => view(set[i], step, i)),
+    indices.map((_, k) => k),
+    classes,
+  )
   const shape = [indices.length, height, width] as const
   return {
     image: tf.tensor4d(a.image, [...shape, 1]),
@@ -388,23 +406,12 @@ export const train =
       return E.left(`training slice ${wrongSize.case}:${wrongSize.slice} is not ${width}x${height}`)
     const totalSteps = perEpoch * config.epochs
     const masking = maskingOptions({
-      size: width,
+      size: (config.crop ?? config.input.size)[0],
       ...config.masking,
       unlabelled: config.unlabelled,
     })
     if (E.isLeft(masking)) return masking
-    const augment =
-      config.augment &&
-      sliceAugmenter(
-        {
-          width,
-          height,
-          classes: config.classes.length,
-          unlabelled: config.unlabelled,
-          cpl: config.cpl,
-        },
-        config.augment,
-      )
+    const view = sliceView(config)
     const metricsPath = join(runDir, METRICS_FILE)
     await mkdir(runDir, { recursive: true })
 
@@ -447,7 +454,7 @@ export const train =
         for (let k = progress.stepInEpoch; k < perEpoch; k++) {
           const step = progress.step
           const indices = order.slice(k * config.batch, (k + 1) * config.batch)
-          const batch = makeBatch(config, masking.right, inputs.train, indices, step, augment)
+          const batch = makeBatch(config, masking.right, inputs.train, indices, step, view)
           let result
           try {
             result = await trainStep(

@@ -51,7 +51,7 @@ t.test('config errors are one line in words', async (t) => {
   )
   t.equal(
     bad({ epoch: 3 }),
-    "unknown option 'epoch' (options: classes, unlabelled, input, network, data, supervision, shrink, loss, masking, cpl, optimizer, batch, epochs, seed, logEvery, augment)",
+    "unknown option 'epoch' (options: classes, unlabelled, input, network, data, supervision, shrink, loss, masking, cpl, optimizer, batch, epochs, seed, logEvery, augment, crop)",
   )
   t.equal(
     bad({ input: { spacing: [1.5, 1.5], size: [60, 64] } }),
@@ -65,6 +65,15 @@ t.test('config errors are one line in words', async (t) => {
   t.equal(
     bad({ masking: { ...base.masking, patch: 128 } }),
     'masking.patch 128 is larger than the input',
+  )
+  t.equal(
+    bad({ crop: [32, 256] }),
+    `crop 32x256 is larger than input.size ${base.input.size.join('x')}`,
+  )
+  t.match(bad({ crop: [36, 36] }), /^crop 36x36 must be a multiple of \d+ for a \d-level network$/)
+  t.equal(
+    bad({ crop: [16, 16], masking: { ...base.masking, patch: 32 } }),
+    'masking.patch 32 is larger than the crop',
   )
   t.equal(
     bad({ loss: { ...base.loss, pce: false, mcm: false, gc: false, cpl: false } }),
@@ -82,7 +91,7 @@ t.test('config errors are one line in words', async (t) => {
   )
 })
 
-t.test('overrides: loss presets, full supervision, shrink, data selection', async (t) => {
+t.test('overrides: loss presets, full supervision, shrink, crop, data selection', async (t) => {
   const over = (o: Parameters<typeof applyOverrides>[1]) => applyOverrides(base, o)
   t.match(over({ loss: 'pce' }), { right: { loss: { ...LOSS_PRESETS.pce, beta: 0.5 } } })
   t.match(over({ loss: 'pce+cpl' }), {
@@ -110,6 +119,8 @@ t.test('overrides: loss presets, full supervision, shrink, data selection', asyn
     },
   )
   t.same(over({ shrink: 1.5 }), E.left('shrink.ratio must be a number from 0 to 1, got 1.5'))
+  t.match(over({ crop: 32 }), { right: { crop: [32, 32] } }, 'a square training crop')
+  t.same(over({ crop: 72 }), E.left('crop 72x72 is larger than input.size 64x64'))
 })
 
 t.test('subjects are chosen in one fixed order, so smaller sets nest in larger ones', async (t) => {

@@ -9,6 +9,7 @@ import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { parameterShapes } from '../../src/model/unet.ts'
 import { runPipeline } from '../../src/pipeline/run.ts'
 import { readCheckpoint } from '../../src/train/checkpoint.ts'
+import { inProcess, type Passes } from '../../src/train/step.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { applyOverrides, networkSpec, type TrainConfig } from '../../src/train/recipe.ts'
 import {
@@ -108,64 +109,102 @@ t.test(
   },
 )
 
-t.test(
-  'a resumed run ends with the same weights as an uninterrupted one, bit for bit',
-  async (t) => {
-    await use('cpu')
-    const data = await prepared(tiny)
-    const whole = await tempDir(t)
-    const split = await tempDir(t)
-    const before = tf.memory().numTensors
-    const counts: number[] = []
-    const base: TrainInputs = { config: tiny, ...data, runDir: whole, resume: false }
-    const a = await train({ ...base, onEpoch: () => counts.push(tf.memory().numTensors) })()
-    t.same(E.isRight(a) && a.right.status, 'finished')
-    t.equal(counts.length, 2)
-    t.equal(counts[1], counts[0], 'no tensors pile up from one epoch to the next')
-    t.equal(tf.memory().numTensors, before, 'the run frees everything it made')
+/** The tiny run on random 16 px windows of its 32 px slices. */
+const cropped = configOf({ ...tiny, crop: [16, 16], masking: { ...tiny.masking, patch: 4 } })
 
-    let steps = 0
-    const stopped = await train({
-      ...base,
-      runDir: split,
-      onStep: () => void steps++,
-      stopRequested: () => steps === 3,
-    })()
-    t.same(E.isRight(stopped) && stopped.right, {
-      status: 'stopped',
-      epoch: 0,
-      step: 3,
-      best: null,
-      validation: null,
-    })
-    const resumed = await train({ ...base, runDir: split, resume: true })()
-    t.same(E.isRight(resumed) && [resumed.right.status, resumed.right.step], ['finished', 8])
-    t.equal(tf.memory().numTensors, before)
+for (const [what, config] of [
+  ['whole slices', tiny],
+  ['random crops', cropped],
+] as const)
+  t.test(
+    `a resumed run ends with the same weights as an uninterrupted one, bit for bit (${what})`,
+    async (t) => {
+      await use('cpu')
+      const data = await prepared(config)
+      const whole = await tempDir(t)
+      const split = await tempDir(t)
+      const before = tf.memory().numTensors
+      const counts: number[] = []
+      const base: TrainInputs = { config, ...data, runDir: whole, resume: false }
+      const a = await train({ ...base, onEpoch: () => counts.push(tf.memory().numTensors) })()
+      t.same(E.isRight(a) && a.right.status, 'finished')
+      t.equal(counts.length, 2)
+      t.equal(counts[1], counts[0], 'no tensors pile up from one epoch to the next')
+      t.equal(tf.memory().numTensors, before, 'the run frees everything it made')
 
-    const ckA = await readCheckpoint(join(whole, CHECKPOINTS.last), Progress)()
-    const ckB = await readCheckpoint(join(split, CHECKPOINTS.last), Progress)()
-    if (E.isLeft(ckA) || E.isLeft(ckB)) throw new Error('checkpoints missing')
-    const spec = networkSpec(tiny)
-    for (const { name } of parameterShapes(spec))
+      let steps = 0
+      const stopped = await train({
+        ...base,
+        runDir: split,
+        onStep: () => void steps++,
+        stopRequested: () => steps === 3,
+      })()
+      t.same(E.isRight(stopped) && stopped.right, {
+        status: 'stopped',
+        epoch: 0,
+        step: 3,
+        best: null,
+        validation: null,
+      })
+      const resumed = await train({ ...base, runDir: split, resume: true })()
+      t.same(E.isRight(resumed) && [resumed.right.status, resumed.right.step], ['finished', 8])
+      t.equal(tf.memory().numTensors, before)
+
+      const ckA = await readCheckpoint(join(whole, CHECKPOINTS.last), Progress)()
+      const ckB = await readCheckpoint(join(split, CHECKPOINTS.last), Progress)()
+      if (E.isLeft(ckA) || E.isLeft(ckB)) throw new Error('checkpoints missing')
+      const spec = networkSpec(config)
+      for (const { name } of parameterShapes(spec))
+        t.same(
+          Buffer.from(ckB.right.weights[name].buffer),
+          Buffer.from(ckA.right.weights[name].buffer),
+          name,
+        )
+      for (const name of Object.keys(ckA.right.adam.m)) {
+        t.same(
+          Buffer.from(ckB.right.adam.m[name].buffer),
+          Buffer.from(ckA.right.adam.m[name].buffer),
+        )
+        t.same(
+          Buffer.from(ckB.right.adam.v[name].buffer),
+          Buffer.from(ckA.right.adam.v[name].buffer),
+        )
+      }
+      t.equal(ckB.right.adam.step, 8)
+      const timeless = (ls: Record<string, unknown>[]) =>
+        ls.map(({ seconds: _s, secondsPerStep: _p, ...rest }) => rest)
       t.same(
-        Buffer.from(ckB.right.weights[name].buffer),
-        Buffer.from(ckA.right.weights[name].buffer),
-        name,
+        timeless(await lines(split)),
+        timeless(await lines(whole)),
+        'the same metrics, line for line',
       )
-    for (const name of Object.keys(ckA.right.adam.m)) {
-      t.same(Buffer.from(ckB.right.adam.m[name].buffer), Buffer.from(ckA.right.adam.m[name].buffer))
-      t.same(Buffer.from(ckB.right.adam.v[name].buffer), Buffer.from(ckA.right.adam.v[name].buffer))
-    }
-    t.equal(ckB.right.adam.step, 8)
-    const timeless = (ls: Record<string, unknown>[]) =>
-      ls.map(({ seconds: _s, secondsPerStep: _p, ...rest }) => rest)
-    t.same(
-      timeless(await lines(split)),
-      timeless(await lines(whole)),
-      'the same metrics, line for line',
-    )
-  },
-)
+    },
+  )
+
+t.test('a cropped run trains on windows and validates whole slices', async (t) => {
+  await use('cpu')
+  const shapes = new Set<string>()
+  const passes = inProcess(networkSpec(cropped))
+  const recording: Passes = {
+    ...passes,
+    forward: async (params, images, seeds) => {
+      for (const image of images) shapes.add(image.shape.join('x'))
+      return passes.forward(params, images, seeds)
+    },
+  }
+  const config = { ...cropped, epochs: 1 }
+  const data = await prepared(config)
+  t.equal(data.train[0].image.length, 32 * 32, 'slices are prepared whole')
+  const out = await train({
+    config,
+    ...data,
+    runDir: await tempDir(t),
+    resume: false,
+    passes: recording,
+  })()
+  t.same([...shapes], ['2x16x16x1'], 'every pass saw a batch of 16 px windows')
+  t.match(E.isRight(out) && out.right, { status: 'finished', validation: { valDice: Number } })
+})
 
 t.test('the run folder holds metrics, a plot and both checkpoints', async (t) => {
   await use('cpu')

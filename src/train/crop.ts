@@ -1,9 +1,10 @@
 /**
  * Random crops of training slices, as patch-based trainers (nnU-Net) do: the network trains
  * on a window of each slice and predicts whole slices at validation and inference, which a
- * UNet, being fully convolutional, can. A step costs about its pixels, so a 96 px window of a
- * 128 px slice trains about 1.6 times as many epochs in the same minutes; where the window
- * falls is a translation augmentation besides.
+ * UNet, being fully convolutional, can. A 96 px window of a 128 px slice has 0.56 of its
+ * pixels, and an ACDC epoch on two workers took 0.72 of the time (the loss, Adam and the
+ * transfers do not shrink with the pixels): 66 epochs where whole slices fit 50. Where the
+ * window falls is a translation augmentation besides.
  *
  * Every field is cut from the same window, the CPL too: it stays the continuous pseudo label
  * of the whole slice's scribble (a stroke just outside the window still shapes the labels
@@ -22,7 +23,7 @@ export interface CropGrid {
   readonly classes: number
 }
 
-/** Copies the `w` x `h` window at (x0, y0) of each `stride`-wide plane of `src`. */
+/** Copies the `w` x `h` window at (x0, y0) of each of the `planes` grid planes of `src`. */
 const cutPlanes = <A extends Float32Array | Uint8Array>(
   src: A,
   planes: number,

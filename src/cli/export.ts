@@ -15,7 +15,7 @@ import { decodeModelCard, type ModelCard, type Postprocess, type Tta } from '../
 import { postprocessOption, ttaOption } from './predict.ts'
 import { sha256Hex } from '../serve/models.ts'
 import type { Checkpoint } from '../train/checkpoint.ts'
-import { readCheckpoint } from '../train/checkpoint.ts'
+import { modelWeights, readCheckpoint } from '../train/checkpoint.ts'
 import { networkSpec } from '../train/recipe.ts'
 import { CHECKPOINTS, Progress } from '../train/trainer.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
@@ -83,7 +83,7 @@ export const exportModel = async (
   const c = checkpoint.right
   let bytes: Uint8Array
   try {
-    bytes = exportOnnx(networkSpec(c.meta.config), c.weights, {
+    bytes = exportOnnx(networkSpec(c.meta.config), modelWeights(c), {
       opset: o.opset ?? 17,
       metadata: {
         'maco.recipe': c.meta.origin.recipe,

@@ -145,6 +145,10 @@ const overridesOf = (args: Parsed): Overrides => {
       ? undefined
       : numberOption(args, 'shrink', 0, (n) => n >= 0 && n <= 1)
   const lr = args.values.lr === undefined ? undefined : numberOption(args, 'lr', 0, (n) => n > 0)
+  const ema =
+    args.values.ema === undefined
+      ? undefined
+      : numberOption(args, 'ema', 0, (n) => n >= 0 && n < 1)
   const o: Overrides = {
     epochs: optionalInteger(args, 'epochs', 1),
     seed: optionalInteger(args, 'seed', 0),
@@ -154,6 +158,7 @@ const overridesOf = (args: Parsed): Overrides => {
     lr,
     shrink,
     crop: optionalInteger(args, 'crop', 1),
+    ema,
     loss: choice<LossPreset>(args, 'loss', LOSS_PRESET_NAMES),
     supervision: choice(args, 'supervision', ['scribble', 'label'] as const),
     split: optionalString(args, 'split'),
@@ -373,6 +378,8 @@ export const trainCommand: Command = {
     '  --crop PX             train on random PX x PX windows of each slice (a multiple of 16,',
     '                        at most the input size; the input size: whole slices); validation',
     '                        and predictions always see whole slices',
+    '  --ema DECAY           keep a moving average of the weights (e.g. 0.999 a step): it is',
+    '                        what validation scores, best.ckpt holds and export ships; 0: off',
     '  --split NAME          the training split (e.g. train, train35)',
     '  --train-cases N       keep N training subjects (nested: fixed seeded order)',
     '  --val-cases N         validate on N subjects',
@@ -396,6 +403,7 @@ export const trainCommand: Command = {
     supervision: { type: 'string' },
     shrink: { type: 'string' },
     crop: { type: 'string' },
+    ema: { type: 'string' },
     split: { type: 'string' },
     'train-cases': { type: 'string' },
     'val-cases': { type: 'string' },

@@ -1,10 +1,11 @@
 /**
- * Checkpoints: the network's weights (batch-norm moving statistics included), Adam's state
- * and a JSON header (what the trainer needs to resume: config, counters, best score) in one
+ * Checkpoints: the network's weights (batch-norm moving statistics included), Adam's state,
+ * the weights' moving average where the run keeps one (`modelWeights` picks what the model
+ * is), and a JSON header (what the trainer needs to resume: config, counters, best score) in one
  * file, written atomically, so a crash mid-write leaves the previous checkpoint intact.
  *
  * Layout: `MACOCKPT`, the header's byte length (uint32 LE), the header (UTF-8 JSON:
- * `{version, meta, tensors: [{name, group, length}], sha256}`), zero padding to a multiple
+ * `{version, meta, tensors: [{name, group, shape}], sha256}`; group: weight, m, v or average), zero padding to a multiple
  * of 4, then every tensor's float32 values (LE) in header order. The SHA-256 covers those
  * values, so a truncated or altered file is refused with a one-line reason, never loaded.
  *
@@ -46,9 +47,15 @@ export interface Checkpoint<M> {
   readonly weights: UNetWeights
   readonly shapes: Readonly<Record<string, readonly number[]>>
   readonly adam: SavedAdam
+  /** The weights' moving average (config `ema`): what the run validated and exports. */
+  readonly average?: Arrays
 }
 
-const GROUPS = ['weight', 'm', 'v'] as const
+/** The weights a checkpoint's model is: the moving average where the run kept one. */
+export const modelWeights = (c: Pick<Checkpoint<unknown>, 'weights' | 'average'>): Arrays =>
+  c.average ?? c.weights
+
+const GROUPS = ['weight', 'm', 'v', 'average'] as const
 type Group = (typeof GROUPS)[number]
 
 const Header = t.type({
@@ -58,7 +65,7 @@ const Header = t.type({
   tensors: t.array(
     t.type({
       name: t.string,
-      group: t.keyof({ weight: null, m: null, v: null }),
+      group: t.keyof({ weight: null, m: null, v: null, average: null }),
       shape: t.array(t.number),
     }),
   ),
@@ -72,7 +79,9 @@ const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes)
 /** The file's bytes. */
 export const encodeCheckpoint = <M>(c: Checkpoint<M>): Uint8Array => {
   const entries = GROUPS.flatMap((group) =>
-    Object.entries(group === 'weight' ? c.weights : c.adam[group]).map(([name, values]) => {
+    Object.entries(
+      group === 'weight' ? c.weights : group === 'average' ? (c.average ?? {}) : c.adam[group],
+    ).map(([name, values]) => {
       const shape = c.shapes[name]
       if (!shape) throw new RangeError(`no shape for '${name}'`)
       if (size(shape) !== values.length)
@@ -136,7 +145,12 @@ export const decodeCheckpoint = <M>(
   if (sha256(payload) !== h.sha256) return E.left('corrupt (its checksum does not match)')
   const meta = metaCodec.decode(h.meta)
   if (E.isLeft(meta)) return E.left(`bad header: meta.${describeErrors(meta.left)}`)
-  const groups: Record<Group, Record<string, Float32Array>> = { weight: {}, m: {}, v: {} }
+  const groups: Record<Group, Record<string, Float32Array>> = {
+    weight: {},
+    m: {},
+    v: {},
+    average: {},
+  }
   const shapes: Record<string, readonly number[]> = {}
   const payloadView = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
   let offset = 0
@@ -152,6 +166,7 @@ export const decodeCheckpoint = <M>(
     weights: groups.weight,
     shapes,
     adam: { step: h.adamStep, m: groups.m, v: groups.v },
+    ...(Object.keys(groups.average).length > 0 ? { average: groups.average } : {}),
   })
 }
 
@@ -198,15 +213,16 @@ const read = async (ts: Params): Promise<Record<string, Float32Array>> =>
 /** The training state's tensors as arrays (copies), for `writeCheckpoint`. */
 export const saveState = async (
   state: TrainState,
-): Promise<Pick<Checkpoint<unknown>, 'weights' | 'shapes' | 'adam'>> => ({
+): Promise<Pick<Checkpoint<unknown>, 'weights' | 'shapes' | 'adam' | 'average'>> => ({
   weights: await read(state.params),
   shapes: Object.fromEntries(Object.entries(state.params).map(([n, x]) => [n, x.shape])),
   adam: { step: state.adam.step, m: await read(state.adam.m), v: await read(state.adam.v) },
+  ...(state.average ? { average: await read(state.average) } : {}),
 })
 
-/** Tensors again; the moments must belong to weights of the checkpoint. */
+/** Tensors again; the moments and the average must belong to weights of the checkpoint. */
 export const restoreState = (
-  c: Pick<Checkpoint<unknown>, 'weights' | 'shapes' | 'adam'>,
+  c: Pick<Checkpoint<unknown>, 'weights' | 'shapes' | 'adam' | 'average'>,
 ): TrainState => {
   const tensors = (arrays: Arrays) =>
     Object.fromEntries(
@@ -219,5 +235,6 @@ export const restoreState = (
   return {
     params: tensors(c.weights),
     adam: { step: c.adam.step, m: tensors(c.adam.m), v: tensors(c.adam.v) },
+    ...(c.average ? { average: tensors(c.average) } : {}),
   }
 }

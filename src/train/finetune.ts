@@ -69,7 +69,7 @@ import type { ModelCard } from '../serve/model-card.ts'
 import { parseModelCard } from '../serve/model-card.ts'
 import { sha256Hex } from '../serve/models.ts'
 import { realValues, type Volume } from '../volume/volume.ts'
-import { readCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.ts'
+import { modelWeights, readCheckpoint, writeCheckpoint, type Checkpoint } from './checkpoint.ts'
 import {
   decodeTrainConfig,
   networkSpec,
@@ -170,7 +170,7 @@ export const parentFromCheckpoint = (name: string, c: Checkpoint<Progress>): Par
   return {
     name,
     spec: networkSpec(config),
-    weights: c.weights,
+    weights: modelWeights(c),
     input: { spacing: config.input.spacing, size: config.input.size },
     classes: config.classes,
     foldedBatchNorm: false,
@@ -718,7 +718,7 @@ export const finetunedModel = (
 ): TE.TaskEither<string, { readonly onnx: Uint8Array; readonly card: ModelCard }> =>
   TE.tryCatch(
     async () => {
-      const onnx = exportOnnx(f.spec, f.checkpoint.weights, {
+      const onnx = exportOnnx(f.spec, modelWeights(f.checkpoint), {
         opset: 17,
         metadata: {
           'maco.recipe': f.origin.recipe,

@@ -46,6 +46,7 @@ import {
 } from './training-set.ts'
 
 const fraction = refine(t.number, (n) => n >= 0 && n <= 1, 'a number from 0 to 1')
+const openFraction = refine(t.number, (n) => n > 0 && n < 1, 'a number between 0 and 1')
 const nonNegative = refine(t.number, (n) => Number.isFinite(n) && n >= 0, 'a number >= 0')
 
 export const TrainConfig = t.intersection([
@@ -92,6 +93,12 @@ export const TrainConfig = t.intersection([
      * and inference see whole slices. Absent: whole slices.
      */
     crop: t.tuple([positiveInt, positiveInt]),
+    /**
+     * Keep an exponential moving average of the weights with this decay per step
+     * (src/train/average.ts): validation scores it, `best.ckpt` and export carry it.
+     * Absent: the raw weights.
+     */
+    ema: openFraction,
   }),
 ])
 export type TrainConfig = t.TypeOf<typeof TrainConfig>
@@ -152,6 +159,8 @@ export interface Overrides {
   readonly shrink?: number
   /** A square training crop (px); the input size turns cropping off. */
   readonly crop?: number
+  /** The weight average's decay; 0 turns averaging off. */
+  readonly ema?: number
   readonly split?: string
   readonly trainCases?: number
   readonly valCases?: number
@@ -168,8 +177,9 @@ export const applyOverrides = (c: TrainConfig, o: Overrides): E.Either<string, T
       : o.supervision === 'label'
         ? { ...c.loss, ...LOSS_PRESETS.pce }
         : c.loss
+  const { ema: _ema, ...rest } = c
   return decodeTrainConfig({
-    ...c,
+    ...(o.ema === 0 ? rest : c),
     loss,
     data: {
       ...c.data,
@@ -184,6 +194,7 @@ export const applyOverrides = (c: TrainConfig, o: Overrides): E.Either<string, T
     ...(o.batch === undefined ? {} : { batch: o.batch }),
     ...(o.supervision === undefined ? {} : { supervision: o.supervision }),
     ...(o.crop === undefined ? {} : { crop: [o.crop, o.crop] }),
+    ...(o.ema === undefined || o.ema === 0 ? {} : { ema: o.ema }),
   })
 }
 

@@ -46,6 +46,8 @@ export interface TrainState {
   readonly params: Params
   /** Adam's step count and first and second moments per trainable weight. */
   readonly adam: { readonly step: number; readonly m: Params; readonly v: Params }
+  /** The moving average of the weights, when the run keeps one (average.ts). */
+  readonly average?: Params
 }
 
 export interface StepBatch {
@@ -106,9 +108,17 @@ export const initialState = (spec: UNetSpec, params: Params): TrainState => {
 }
 
 export const disposeState = (s: TrainState): void =>
-  tf.dispose([...Object.values(s.params), ...Object.values(s.adam.m), ...Object.values(s.adam.v)])
+  tf.dispose([
+    ...Object.values(s.params),
+    ...Object.values(s.adam.m),
+    ...Object.values(s.adam.v),
+    ...Object.values(s.average ?? {}),
+  ])
 
-/** Adam with PyTorch's bias correction; returns the new state and frees the old tensors. */
+/**
+ * Adam with PyTorch's bias correction; returns the new state and frees the old tensors (a
+ * weight average is the caller's: it is neither kept nor freed).
+ */
 export const adamUpdate = (
   state: TrainState,
   grads: Record<string, tf.Tensor>,

@@ -3,7 +3,9 @@
  * optimisation step each (`step.ts`: the original and, with MCM, the masked image through
  * the UNet, the loss of `losses.ts` with its switchable terms, both backwards, Adam with the
  * step's learning rate, batch-norm moving averages from the original images' pass only, so
- * inference statistics are those of unmasked images), then validation on whole volumes.
+ * inference statistics are those of unmasked images), then validation on whole volumes. With
+ * `ema` in the config a moving average of the weights (average.ts) follows each step; it is
+ * what validation scores and what `best.ckpt` is chosen by, and it resumes with the run.
  *
  * Everything random is keyed, not drawn from one stream: the epoch's order from
  * (seed, 'epoch', e), the MCM mask of image i at step s from (seed, 'mcm', s, i), dropout
@@ -55,6 +57,7 @@ import {
   type TrainState,
 } from './step.ts'
 import { sliceAugmenter } from './augment.ts'
+import { averageDecay, startAverage, updateAverage } from './average.ts'
 import { sliceCropper } from './crop.ts'
 import { batchArrays, type TrainingSlice, type ValidationVolume } from './training-set.ts'
 
@@ -288,6 +291,23 @@ export const validate = async (
   }
 }
 
+/** The state with a weight average started, when the config keeps one. */
+const withAverage = (config: TrainConfig, state: TrainState): TrainState =>
+  config.ema === undefined ? state : { ...state, average: startAverage(state.params) }
+
+/** The state after a step, its weight average (if any) moved towards the new weights. */
+const averaged = (config: TrainConfig, before: TrainState, after: TrainState): TrainState =>
+  config.ema === undefined || before.average === undefined
+    ? after
+    : {
+        ...after,
+        average: updateAverage(
+          before.average,
+          after.params,
+          averageDecay(config.ema, after.adam.step),
+        ),
+      }
+
 const sameConfig = (a: TrainConfig, b: TrainConfig): boolean =>
   JSON.stringify(TrainConfig.encode(a)) === JSON.stringify(TrainConfig.encode(b))
 
@@ -345,7 +365,10 @@ const begin = async (
         best: null,
         validation: null,
       },
-      state: initialState(spec, toParams(spec, initialWeights(spec, config.seed))),
+      state: withAverage(
+        config,
+        initialState(spec, toParams(spec, initialWeights(spec, config.seed))),
+      ),
       history: [],
     })
   }
@@ -469,7 +492,7 @@ export const train =
           } finally {
             tf.dispose(Object.values(batch))
           }
-          state = result.state
+          state = averaged(config, state, result.state)
           if (!Number.isFinite(result.loss))
             return E.left(
               `the loss became ${result.loss} at step ${step} (epoch ${epoch + 1}); lower the learning rate`,
@@ -501,7 +524,13 @@ export const train =
           }
         }
         const v = scored
-          ? await validate(spec, state.params, inputs.val, config.classes, config.batch)
+          ? await validate(
+              spec,
+              state.average ?? state.params,
+              inputs.val,
+              config.classes,
+              config.batch,
+            )
           : undefined
         const seconds = performance.now() / 1000 - started
         const m = means(progress.epochSums)

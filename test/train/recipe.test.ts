@@ -51,7 +51,7 @@ t.test('config errors are one line in words', async (t) => {
   )
   t.equal(
     bad({ epoch: 3 }),
-    "unknown option 'epoch' (options: classes, unlabelled, input, network, data, supervision, shrink, loss, masking, cpl, optimizer, batch, epochs, seed, logEvery, augment, crop)",
+    "unknown option 'epoch' (options: classes, unlabelled, input, network, data, supervision, shrink, loss, masking, cpl, optimizer, batch, epochs, seed, logEvery, augment, crop, ema)",
   )
   t.equal(
     bad({ input: { spacing: [1.5, 1.5], size: [60, 64] } }),
@@ -75,6 +75,8 @@ t.test('config errors are one line in words', async (t) => {
     bad({ crop: [16, 16], masking: { ...base.masking, patch: 32 } }),
     'masking.patch 32 is larger than the crop',
   )
+  t.equal(bad({ ema: 1 }), 'ema must be a number between 0 and 1, got 1')
+  t.equal(bad({ ema: 0 }), 'ema must be a number between 0 and 1, got 0')
   t.equal(
     bad({ loss: { ...base.loss, pce: false, mcm: false, gc: false, cpl: false } }),
     'loss: every term is off',
@@ -91,7 +93,7 @@ t.test('config errors are one line in words', async (t) => {
   )
 })
 
-t.test('overrides: loss presets, full supervision, shrink, crop, data selection', async (t) => {
+t.test('overrides: loss presets, full supervision, shrink, crop, ema, data selection', async (t) => {
   const over = (o: Parameters<typeof applyOverrides>[1]) => applyOverrides(base, o)
   t.match(over({ loss: 'pce' }), { right: { loss: { ...LOSS_PRESETS.pce, beta: 0.5 } } })
   t.match(over({ loss: 'pce+cpl' }), {
@@ -121,6 +123,14 @@ t.test('overrides: loss presets, full supervision, shrink, crop, data selection'
   t.same(over({ shrink: 1.5 }), E.left('shrink.ratio must be a number from 0 to 1, got 1.5'))
   t.match(over({ crop: 32 }), { right: { crop: [32, 32] } }, 'a square training crop')
   t.same(over({ crop: 72 }), E.left('crop 72x72 is larger than input.size 64x64'))
+  t.match(over({ ema: 0.999 }), { right: { ema: 0.999 } }, 'a weight average')
+  const averaged = applyOverrides(base, { ema: 0.99 })
+  t.ok(E.isRight(averaged))
+  if (E.isRight(averaged)) {
+    t.notOk('ema' in (applyOverrides(averaged.right, { ema: 0 }) as E.Right<object>).right, '0: off')
+    t.match(applyOverrides(averaged.right, {}), { right: { ema: 0.99 } }, 'kept when not asked')
+  }
+  t.same(over({ ema: 1.5 }), E.left('ema must be a number between 0 and 1, got 1.5'))
 })
 
 t.test('subjects are chosen in one fixed order, so smaller sets nest in larger ones', async (t) => {

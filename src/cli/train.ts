@@ -146,9 +146,7 @@ const overridesOf = (args: Parsed): Overrides => {
       : numberOption(args, 'shrink', 0, (n) => n >= 0 && n <= 1)
   const lr = args.values.lr === undefined ? undefined : numberOption(args, 'lr', 0, (n) => n > 0)
   const ema =
-    args.values.ema === undefined
-      ? undefined
-      : numberOption(args, 'ema', 0, (n) => n >= 0 && n < 1)
+    args.values.ema === undefined ? undefined : numberOption(args, 'ema', 0, (n) => n >= 0 && n < 1)
   const o: Overrides = {
     epochs: optionalInteger(args, 'epochs', 1),
     seed: optionalInteger(args, 'seed', 0),

@@ -11,7 +11,7 @@ import { sha256Hex } from '../../src/serve/models.ts'
 import { createSession } from '../../src/serve/runtime.ts'
 import { readCheckpoint } from '../../src/train/checkpoint.ts'
 import { loadEngine } from '../../src/train/engine.ts'
-import { networkSpec } from '../../src/train/recipe.ts'
+import { networkSpec, type TrainConfig } from '../../src/train/recipe.ts'
 import { Progress } from '../../src/train/trainer.ts'
 import { preprocessVolume } from '../../src/volume/preprocess.ts'
 import { maco } from '../helpers/cli.ts'
@@ -81,29 +81,45 @@ t.test('export writes the ONNX and a card that decodes and names its bytes', asy
   })
 })
 
-t.test('the ONNX model segments a phantom slice exactly as the tfjs model does', async (t) => {
+/** A middle slice of the first validation phantom, as the network of `config` sees it. */
+const phantomSlice = async (config: TrainConfig) => {
+  const cases = await recipes.smoke.cases(config)()
+  if (E.isLeft(cases)) throw new Error(cases.left)
+  const [w, h] = config.input.size
+  const image = preprocessVolume(cases.right.val[0].image, { ...config.input, kind: 'image' })
+  return (image.data as Float32Array).slice(3 * w * h, 4 * w * h)
+}
+
+/** Class-last logits of tfjs with these weights, and class-first probabilities of the ONNX file. */
+const bothModels = async (
+  config: TrainConfig,
+  weights: Readonly<Record<string, Float32Array>>,
+  onnx: string,
+  slice: Float32Array,
+) => {
   const engine = await loadEngine('cpu')()
   if (E.isLeft(engine)) throw new Error(engine.left)
+  const [w, h] = config.input.size
+  const spec = networkSpec(config)
+  const params = toParams(spec, weights)
+  const logits = predictLogits(spec, params, tf.tensor4d(slice, [1, h, w, 1]))
+  const tfjs = (await logits.data()) as Float32Array
+  tf.dispose([logits, ...Object.values(params)])
+  const session = await createSession(new Uint8Array(await readFile(onnx)), { runtime: 'auto' })
+  const { probabilities, dims } = await session.run(slice, [1, 1, h, w])
+  await session.release()
+  return { tfjs, probabilities, dims }
+}
+
+t.test('the ONNX model segments a phantom slice exactly as the tfjs model does', async (t) => {
   const out = join(dir, 'parity.onnx')
   t.equal((await maco('export', run, '-o', out)).code, 0)
   const c = await readCheckpoint(join(run, 'best.ckpt'), Progress)()
   if (E.isLeft(c)) throw new Error(c.left)
   const config = c.right.meta.config
-  const cases = await recipes.smoke.cases(config)()
-  if (E.isLeft(cases)) throw new Error(cases.left)
   const [w, h] = config.input.size
-  const image = preprocessVolume(cases.right.val[0].image, { ...config.input, kind: 'image' })
-  const slice = (image.data as Float32Array).slice(3 * w * h, 4 * w * h)
-
-  const spec = networkSpec(config)
-  const params = toParams(spec, c.right.weights)
-  const logits = predictLogits(spec, params, tf.tensor4d(slice, [1, h, w, 1]))
-  const tfjs = (await logits.data()) as Float32Array
-  tf.dispose([logits, ...Object.values(params)])
-
-  const session = await createSession(new Uint8Array(await readFile(out)), { runtime: 'auto' })
-  const { probabilities, dims } = await session.run(slice, [1, 1, h, w])
-  await session.release()
+  const slice = await phantomSlice(config)
+  const { tfjs, probabilities, dims } = await bothModels(config, c.right.weights, out, slice)
   t.same(dims, [1, 4, h, w])
   let differ = 0
   const classes = new Set<number>()
@@ -118,6 +134,48 @@ t.test('the ONNX model segments a phantom slice exactly as the tfjs model does',
   }
   t.equal(differ, 0, 'the same class at every pixel')
   t.ok(classes.size > 1, 'a trained model, not a constant one')
+})
+
+t.test('a run trained with --ema exports its weight average', async (t) => {
+  const averaged = join(dir, 'run-ema')
+  const trainedEma = await maco(
+    'train',
+    'pipelines/synthetic.ts',
+    '--epochs',
+    '2',
+    '--train-cases',
+    '2',
+    '--val-cases',
+    '1',
+    '--ema',
+    '0.9',
+    '--engine',
+    'wasm',
+    '--out',
+    averaged,
+  )
+  t.equal(trainedEma.code, 0, trainedEma.err)
+  const out = join(dir, 'ema.onnx')
+  t.equal((await maco('export', averaged, '-o', out)).code, 0)
+  const c = await readCheckpoint(join(averaged, 'best.ckpt'), Progress)()
+  if (E.isLeft(c) || !c.right.average) throw new Error('no average in best.ckpt')
+  const config = c.right.meta.config
+  const [w, h] = config.input.size
+  const slice = await phantomSlice(config)
+  /** The largest gap between the ONNX probabilities and the softmax of tfjs's logits. */
+  const gap = async (weights: Readonly<Record<string, Float32Array>>) => {
+    const { tfjs, probabilities } = await bothModels(config, weights, out, slice)
+    let worst = 0
+    for (let i = 0; i < w * h; i++) {
+      const z = [0, 1, 2, 3].map((k) => Math.exp(tfjs[i * 4 + k]))
+      const sum = z.reduce((a, b) => a + b, 0)
+      for (let k = 0; k < 4; k++)
+        worst = Math.max(worst, Math.abs(z[k] / sum - probabilities[k * w * h + i]))
+    }
+    return worst
+  }
+  t.ok((await gap(c.right.average)) < 1e-4, 'the ONNX file is the average')
+  t.ok((await gap(c.right.weights)) > 1e-3, 'not the raw weights')
 })
 
 t.test('a card describes validation only for the weights it scored', async (t) => {

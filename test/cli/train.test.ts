@@ -64,6 +64,7 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
     ],
     [[SYNTHETIC, '--epochs', '0'], /^maco train: --epochs must be a valid number, got '0'\n$/],
     [[SYNTHETIC, '--shrink', '2'], /^maco train: --shrink must be a valid number, got '2'\n$/],
+    [[SYNTHETIC, '--ema', '1'], /^maco train: --ema must be a valid number, got '1'\n$/],
     [
       [SYNTHETIC, '--supervision', 'label', '--loss', 'maco'],
       /^maco train: supervision 'label' trains with cross-entropy/,
@@ -100,6 +101,8 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
     '--loss',
     '--supervision',
     '--shrink',
+    '--crop',
+    '--ema',
     '--train-cases',
     '--json',
   ])

@@ -8,6 +8,7 @@ import tap from 'tap'
 import {
   decodeCheckpoint,
   encodeCheckpoint,
+  modelWeights,
   readCheckpoint,
   restoreState,
   saveState,
@@ -15,7 +16,8 @@ import {
   type Checkpoint,
 } from '../../src/train/checkpoint.ts'
 import { loadEngine } from '../../src/train/engine.ts'
-import { adamUpdate, initialState } from '../../src/train/step.ts'
+import { startAverage } from '../../src/train/average.ts'
+import { adamUpdate, disposeState, initialState } from '../../src/train/step.ts'
 import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { unetSpec } from '../../src/model/unet.ts'
 import { seeded } from '../../src/util/rng.ts'
@@ -50,6 +52,22 @@ tap.test('a checkpoint decodes to exactly what was encoded', async (t) => {
   const bytes = encodeCheckpoint(c)
   t.equal(new TextDecoder().decode(bytes.subarray(0, 8)), 'MACOCKPT')
   t.equal(bytes.length % 4, 0, 'values start 4-byte aligned')
+})
+
+tap.test('a weight average travels with the checkpoint and is the model it holds', async (t) => {
+  const c = sample(5)
+  const rng = seeded(5, 'average')
+  const average = {
+    'a.kernel': Float32Array.from({ length: 6 }, () => rng.normal()),
+    'a.bias': Float32Array.from({ length: 3 }, () => rng.normal()),
+  }
+  const back = decodeCheckpoint(encodeCheckpoint({ ...c, average }), Meta)
+  t.same(back, E.right({ ...c, average }))
+  t.same(E.isRight(back) && modelWeights(back.right), average, 'the average is the model')
+  t.notSame(average, c.weights)
+  const plain = decodeCheckpoint(encodeCheckpoint(c), Meta)
+  t.notOk(E.isRight(plain) && 'average' in plain.right, 'no average: none decoded')
+  t.equal(E.isRight(plain) && modelWeights(plain.right), E.isRight(plain) && plain.right.weights)
 })
 
 tap.test('damaged or foreign files are refused with one line, never loaded', async (t) => {
@@ -150,8 +168,14 @@ tap.test('a training state survives saving and restoring, to the bit', async (t)
   }
   for (const name of Object.keys(state.adam.m))
     t.same(await restored.adam.v[name].data(), await state.adam.v[name].data())
-  for (const s of [state, restored])
-    tf.dispose([...Object.values(s.params), ...Object.values(s.adam.m), ...Object.values(s.adam.v)])
+  t.notOk('average' in restored, 'no average kept, none restored')
+  const withAverage = { ...state, average: startAverage(state.params) }
+  const savedAverage = await saveState(withAverage)
+  const again = restoreState(savedAverage)
+  t.same(Object.keys(again.average ?? {}), Object.keys(state.params))
+  for (const [name, a] of Object.entries(withAverage.average))
+    t.same(await again.average?.[name].data(), await a.data(), `average ${name}`)
+  for (const s of [withAverage, restored, again]) disposeState(s)
   t.equal(tf.memory().numTensors, before)
   t.throws(
     () => restoreState({ ...saved, adam: { ...saved.adam, m: { ghost: new Float32Array(1) } } }),

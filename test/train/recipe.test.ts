@@ -93,7 +93,7 @@ t.test('config errors are one line in words', async (t) => {
   )
 })
 
-t.test('overrides: loss presets, full supervision, shrink, crop, ema, data selection', async (t) => {
+t.test('overrides: losses, full supervision, shrink, crop, ema, data', async (t) => {
   const over = (o: Parameters<typeof applyOverrides>[1]) => applyOverrides(base, o)
   t.match(over({ loss: 'pce' }), { right: { loss: { ...LOSS_PRESETS.pce, beta: 0.5 } } })
   t.match(over({ loss: 'pce+cpl' }), {
@@ -108,7 +108,15 @@ t.test('overrides: loss presets, full supervision, shrink, crop, ema, data selec
     'labels have no scribbles for GC and CPL',
   )
   t.match(
-    over({ shrink: 0.3, trainCases: 5, split: 'train35', epochs: 2, seed: 4, lr: 0.01, batch: 2 }),
+    over({
+      shrink: 0.3,
+      trainCases: 5,
+      split: 'train35',
+      epochs: 2,
+      seed: 4,
+      lr: 0.01,
+      batch: 2,
+    }),
     {
       right: {
         shrink: { ratio: 0.3, scope: 'slice' },
@@ -127,7 +135,10 @@ t.test('overrides: loss presets, full supervision, shrink, crop, ema, data selec
   const averaged = applyOverrides(base, { ema: 0.99 })
   t.ok(E.isRight(averaged))
   if (E.isRight(averaged)) {
-    t.notOk('ema' in (applyOverrides(averaged.right, { ema: 0 }) as E.Right<object>).right, '0: off')
+    t.notOk(
+      'ema' in (applyOverrides(averaged.right, { ema: 0 }) as E.Right<object>).right,
+      '0: off',
+    )
     t.match(applyOverrides(averaged.right, {}), { right: { ema: 0.99 } }, 'kept when not asked')
   }
   t.same(over({ ema: 1.5 }), E.left('ema must be a number between 0 and 1, got 1.5'))

@@ -111,10 +111,13 @@ t.test(
 
 /** The tiny run on random 16 px windows of its 32 px slices. */
 const cropped = configOf({ ...tiny, crop: [16, 16], masking: { ...tiny.masking, patch: 4 } })
+/** The tiny run keeping a moving average of its weights. */
+const averaging = configOf({ ...tiny, ema: 0.9 })
 
 for (const [what, config] of [
   ['whole slices', tiny],
   ['random crops', cropped],
+  ['a weight average', averaging],
 ] as const)
   t.test(
     `a resumed run ends with the same weights as an uninterrupted one, bit for bit (${what})`,
@@ -171,6 +174,14 @@ for (const [what, config] of [
         )
       }
       t.equal(ckB.right.adam.step, 8)
+      t.equal(ckA.right.average === undefined, config.ema === undefined, 'an average if asked')
+      t.same(Object.keys(ckB.right.average ?? {}), Object.keys(ckA.right.average ?? {}))
+      for (const [name, a] of Object.entries(ckA.right.average ?? {}))
+        t.same(
+          Buffer.from(ckB.right.average?.[name].buffer ?? new ArrayBuffer(0)),
+          Buffer.from(a.buffer),
+          `average ${name}`,
+        )
       const timeless = (ls: Record<string, unknown>[]) =>
         ls.map(({ seconds: _s, secondsPerStep: _p, ...rest }) => rest)
       t.same(
@@ -180,6 +191,32 @@ for (const [what, config] of [
       )
     },
   )
+
+t.test(
+  'with ema, validation scores the weight average, and best.ckpt is chosen by it',
+  async (t) => {
+    await use('cpu')
+    const data = await prepared(averaging)
+    const runDir = await tempDir(t)
+    const out = await train({ config: averaging, ...data, runDir, resume: false })()
+    t.match(E.isRight(out) && out.right, { status: 'finished', validation: { epoch: 2 } })
+    const last = await readCheckpoint(join(runDir, CHECKPOINTS.last), Progress)()
+    if (E.isLeft(last) || !last.right.average) throw new Error('no average in last.ckpt')
+    const spec = networkSpec(averaging)
+    const score = async (weights: Readonly<Record<string, Float32Array>>) => {
+      const params = toParams(spec, weights)
+      const v = await validate(spec, params, data.val, averaging.classes, averaging.batch)
+      tf.dispose(Object.values(params))
+      return v.valDice
+    }
+    const average = await score(last.right.average)
+    t.equal(last.right.meta.validation?.valDice, average, "the logged Dice is the average's")
+    t.not(await score(last.right.weights), average, 'the raw weights score otherwise')
+    t.notSame(last.right.average, last.right.weights)
+    const best = await readCheckpoint(join(runDir, CHECKPOINTS.best), Progress)()
+    t.equal(E.isRight(best) && best.right.average !== undefined, true, 'best.ckpt carries it')
+  },
+)
 
 t.test('a cropped run trains on windows and validates whole slices', async (t) => {
   await use('cpu')

@@ -19,7 +19,7 @@
  *   parameters, 80 epochs in 85 minutes on wasm), the recipe until then, reached 0.837 and
  *   15.2 mm (docs/results.md). Random 96 px crops (`--crop 96 --epochs 66`, 81 minutes) gave
  *   the same raw Dice (0.846), one point more after LCC (0.860) and a worse raw HD95 (21.5 mm),
- *   and lifted pCE far more (0.768 -> 0.824 raw), so the recipe keeps whole slices.
+ *   and lifted pCE far more (0.768 -> 0.828 raw), so the recipe keeps whole slices.
  *
  * Both augment every training slice as WSL4MIS does (quarter turns and flips, or a rotation
  * up to 20 degrees; src/train/augment.ts): without it the pCE baseline overfit (val Dice

@@ -103,6 +103,9 @@ export const TrainConfig = t.intersection([
 ])
 export type TrainConfig = t.TypeOf<typeof TrainConfig>
 
+/** The size (px) of what a training step sees: the crop, else whole slices. */
+export const trainingSize = (c: TrainConfig): readonly [number, number] => c.crop ?? c.input.size
+
 /** What the codec cannot say: combinations that do not make a runnable training. */
 const problem = (c: TrainConfig): string | undefined => {
   const multiple = 2 ** (c.network.levels - 1)
@@ -118,7 +121,7 @@ const problem = (c: TrainConfig): string | undefined => {
     return `crop ${c.crop.join('x')} is larger than input.size ${c.input.size.join('x')}`
   if (c.crop?.some((n) => n % multiple !== 0))
     return `crop ${c.crop.join('x')} must be a multiple of ${multiple} for a ${c.network.levels}-level network`
-  if (c.masking.patch > Math.min(...(c.crop ?? c.input.size)))
+  if (c.masking.patch > Math.min(...trainingSize(c)))
     return `masking.patch ${c.masking.patch} is larger than the ${c.crop ? 'crop' : 'input'}`
   if (!(c.loss.pce || c.loss.mcm || c.loss.gc || c.loss.cpl)) return 'loss: every term is off'
   if (c.supervision === 'label' && (c.loss.gc || c.loss.cpl))

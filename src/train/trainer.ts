@@ -46,7 +46,7 @@ import { seeded } from '../util/rng.ts'
 import { backgroundOutside, fromNetworkGrid } from '../volume/preprocess.ts'
 import { readCheckpoint, restoreState, saveState, writeCheckpoint } from './checkpoint.ts'
 import { trainingPlot, type PlotHistory } from './plot.ts'
-import { TrainConfig, networkSpec } from './recipe.ts'
+import { TrainConfig, networkSpec, trainingSize } from './recipe.ts'
 import {
   disposeState,
   initialState,
@@ -198,7 +198,7 @@ const makeBatch = (
   step: number,
   view: SliceView,
 ): Batch => {
-  const [width, height] = config.crop ?? config.input.size
+  const [width, height] = trainingSize(config)
   const classes = config.classes.length
   const a = batchArrays(
     indices.map((i) => view(set[i], step, i)),
@@ -429,7 +429,7 @@ export const train =
       return E.left(`training slice ${wrongSize.case}:${wrongSize.slice} is not ${width}x${height}`)
     const totalSteps = perEpoch * config.epochs
     const masking = maskingOptions({
-      size: (config.crop ?? config.input.size)[0],
+      size: trainingSize(config)[0],
       ...config.masking,
       unlabelled: config.unlabelled,
     })

@@ -1,13 +1,15 @@
 /**
  * Checkpoints: the network's weights (batch-norm moving statistics included), Adam's state,
- * the weights' moving average where the run keeps one (`modelWeights` picks what the model
- * is), and a JSON header (what the trainer needs to resume: config, counters, best score) in one
- * file, written atomically, so a crash mid-write leaves the previous checkpoint intact.
+ * the weights' moving average where the run keeps one (`modelWeights` picks which of the two
+ * the model is), and a JSON header (what the trainer needs to resume: config, counters, best
+ * score) in one file, written atomically, so a crash mid-write leaves the previous
+ * checkpoint intact.
  *
  * Layout: `MACOCKPT`, the header's byte length (uint32 LE), the header (UTF-8 JSON:
- * `{version, meta, tensors: [{name, group, shape}], sha256}`; group: weight, m, v or average), zero padding to a multiple
- * of 4, then every tensor's float32 values (LE) in header order. The SHA-256 covers those
- * values, so a truncated or altered file is refused with a one-line reason, never loaded.
+ * `{version, meta, tensors: [{name, group, shape}], sha256}`, group one of weight, m, v,
+ * average), zero padding to a multiple of 4, then every tensor's float32 values (LE) in
+ * header order. The SHA-256 covers those values, so a truncated or altered file is refused
+ * with a one-line reason, never loaded.
  *
  * @example
  * await writeCheckpoint('run/last.ckpt', { meta, ...(await saveState(state)) })()

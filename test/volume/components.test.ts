@@ -34,11 +34,7 @@ const bruteForce = (labels: Uint8Array, dims: readonly number[], values: number[
 t.test('matches brute-force 26-connected labelling on random sparse label maps', async (t) => {
   for (let trial = 0; trial < 40; trial++) {
     const rng = seeded(7, 'components', trial)
-    const dims = [
-      3 + rng.int(6),
-      3 + rng.int(6),
-      1 + rng.int(4),
-    ]
+    const dims = [3 + rng.int(6), 3 + rng.int(6), 1 + rng.int(4)]
     const n = dims[0] * dims[1] * dims[2]
     const density = 0.15 + 0.3 * rng.uniform()
     const labels = Uint8Array.from({ length: n }, () =>

@@ -300,6 +300,8 @@ const CONFIG_FLAGS = [
   'loss',
   'supervision',
   'shrink',
+  'crop',
+  'ema',
   'split',
   'train-cases',
   'val-cases',

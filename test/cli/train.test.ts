@@ -81,6 +81,10 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
       [SYNTHETIC, '--resume', '--epochs', '3'],
       /^maco train: --resume continues a run with its own config: drop --epochs\n$/,
     ],
+    [
+      [SYNTHETIC, '--resume', '--crop', '32', '--ema', '0.99'],
+      /^maco train: --resume continues a run with its own config: drop --crop, --ema\n$/,
+    ],
     [[SYNTHETIC, '--bogus'], /^maco train: Unknown option '--bogus'/],
   ]
   for (const [argv, err] of cases) {

@@ -26,6 +26,7 @@ import {
   type Engine,
   type EngineChoice,
 } from '../train/engine.ts'
+import { fitEpochs } from '../train/budget.ts'
 import { workerPasses } from '../train/parallel.ts'
 import {
   LOSS_PRESET_NAMES,
@@ -41,6 +42,7 @@ import {
   CHECKPOINTS,
   METRICS_FILE,
   PLOT_FILE,
+  probeEpochCost,
   stepsPerEpoch,
   train,
   type TrainOutcome,
@@ -138,6 +140,17 @@ export const defaultWorkers = (
     ? Math.max(1, Math.min(recipe.workers ?? 1, cores))
     : 1
 
+/**
+ * The wall-clock budget in minutes, or undefined for none: `--budget MIN` (0: none), else the
+ * recipe's, unless `--epochs` asks for a number of epochs.
+ */
+export const budgetOption = (args: Parsed, recipe: Pick<Recipe, 'budget'>): number | undefined => {
+  if (args.values.budget === undefined)
+    return args.values.epochs === undefined ? recipe.budget : undefined
+  const minutes = numberOption(args, 'budget', 0, (n) => Number.isFinite(n) && n >= 0)
+  return minutes > 0 ? minutes : undefined
+}
+
 /** The config overrides the flags ask for. */
 const overridesOf = (args: Parsed): Overrides => {
   const shrink =
@@ -196,6 +209,52 @@ export interface RunRequest<C extends CaseRecord> {
   readonly resume: boolean
   readonly engine: Engine
   readonly workers: number
+  /** Minutes from `startedAt` (performance.now() ms) the run must fit in; fresh runs only. */
+  readonly budget?: number
+  readonly startedAt?: number
+}
+
+const writeRunFile = (runDir: string, run: RunFile) =>
+  writeFileAtomic(join(runDir, RUN_FILE), `${JSON.stringify(run, null, 2)}\n`)
+
+/**
+ * The config with as many of its epochs as fit the budget, timed on this machine with the
+ * run's own passes; config.json is rewritten when that is fewer.
+ */
+const withinBudget = async <C extends CaseRecord>(
+  r: RunRequest<C>,
+  minutes: number,
+  inputs: Omit<Parameters<typeof probeEpochCost>[0], 'config'>,
+  io: CommandIO,
+): Promise<TrainConfig> => {
+  const { config } = r
+  io.err(`timing a few steps and a validation to fit the epochs into ${minutes} min\n`)
+  const cost = await probeEpochCost({ ...inputs, config })
+  if (E.isLeft(cost)) throw runFailed(cost.left)
+  const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
+  const fit = fitEpochs({
+    budgetSeconds: minutes * 60,
+    spentSeconds: (performance.now() - (r.startedAt ?? performance.now())) / 1000,
+    perEpoch,
+    cost: cost.right,
+    most: config.epochs,
+  })
+  if (E.isLeft(fit)) throw usageError(fit.left)
+  const epochSeconds = perEpoch * cost.right.stepSeconds + cost.right.validationSeconds
+  io.err(
+    `budget: ${fit.right} of ${config.epochs} epochs fit in ${minutes} min here (a step ` +
+      `${cost.right.stepSeconds.toFixed(2)} s, an epoch about ${(epochSeconds / 60).toFixed(1)} min with its validation)` +
+      `${fit.right < config.epochs ? '; --budget 0 trains them all' : ''}\n`,
+  )
+  if (fit.right === config.epochs) return config
+  const fitted = { ...config, epochs: fit.right }
+  await writeRunFile(r.runDir, {
+    pipeline: r.pipeline,
+    recipe: r.recipeName,
+    dataDir: r.dataDir ?? null,
+    config: fitted,
+  })
+  return fitted
 }
 
 /** Per-epoch progress bars driven by the trainer's step callback. */
@@ -225,35 +284,37 @@ const stepBars = (io: CommandIO, epochs: number, perEpoch: number) => {
 export const runRecipe = async <C extends CaseRecord>(
   r: RunRequest<C>,
   io: CommandIO,
-): Promise<TrainOutcome & { data: string }> => {
-  const { config } = r
-  const cases = await r.recipe.cases(config, r.dataDir)()
+): Promise<TrainOutcome & { data: string; config: TrainConfig }> => {
+  const cases = await r.recipe.cases(r.config, r.dataDir)()
   if (E.isLeft(cases)) throw inputError(cases.left)
   io.err(`data: ${cases.right.data}\n`)
-  const env = { seed: config.seed }
+  const env = { seed: r.config.seed }
   const prepareBar = progress({
     label: 'prepare',
     total: cases.right.train.length + cases.right.val.length,
     io,
   })
   const tick = { onProgress: (p: { case: string }) => prepareBar.tick(p.case) }
-  const training = await runPipeline(r.recipe.training(config), cases.right.train, env, tick)()
+  const training = await runPipeline(r.recipe.training(r.config), cases.right.train, env, tick)()
   if (E.isLeft(training)) throw inputError(formatStageError(training.left))
-  const validation = await runPipeline(r.recipe.validation(config), cases.right.val, env, tick)()
+  const validation = await runPipeline(r.recipe.validation(r.config), cases.right.val, env, tick)()
   if (E.isLeft(validation)) throw inputError(formatStageError(validation.left))
   prepareBar.done()
   io.err(
     `prepared ${training.right.length} training slices, ${validation.right.length} validation volumes\n`,
   )
 
-  const spec = networkSpec(config)
-  if (r.workers > 1 && !config.loss.mcm)
+  const spec = networkSpec(r.config)
+  if (r.workers > 1 && !r.config.loss.mcm)
     io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
   const passes =
     r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
-  const perEpoch = stepsPerEpoch(training.right.length, config.batch)
-  const bars = stepBars(io, config.epochs, perEpoch)
   try {
+    const data = { train: training.right, val: validation.right, passes }
+    const config =
+      r.budget === undefined || r.resume ? r.config : await withinBudget(r, r.budget, data, io)
+    const perEpoch = stepsPerEpoch(training.right.length, config.batch)
+    const bars = stepBars(io, config.epochs, perEpoch)
     const outcome = await stoppableByCtrlC(io, (stopRequested) =>
       train({
         config,
@@ -270,7 +331,7 @@ export const runRecipe = async <C extends CaseRecord>(
       })(),
     )
     if (E.isLeft(outcome)) throw runFailed(outcome.left)
-    return { ...outcome.right, data: cases.right.data }
+    return { ...outcome.right, data: cases.right.data, config }
   } finally {
     await passes.close()
   }
@@ -294,6 +355,7 @@ const readRunFile = async (runDir: string): Promise<RunFile> => {
 /** Flags that change the config, which a resumed run cannot. */
 const CONFIG_FLAGS = [
   'epochs',
+  'budget',
   'seed',
   'batch',
   'lr',
@@ -372,6 +434,10 @@ export const trainCommand: Command = {
     '  --workers N           worker threads for the two passes of a MaCo step (default: the',
     "                        recipe's on wasm and cpu, at most one per core; else 1)",
     '  --epochs N, --seed S, --batch N, --lr X      override the recipe',
+    '  --budget MIN          train only as many of the epochs as fit in MIN minutes from the',
+    '                        start (timed on this machine before the first step; config.json',
+    "                        records the count); default: the recipe's (cpu: 90) unless",
+    '                        --epochs is given; 0: none',
     `  --loss PRESET         ${LOSS_PRESET_NAMES.join(', ')} (ablations; maco = all terms)`,
     '  --supervision S       scribble (default) or label: the fully supervised upper bound',
     '  --shrink R            remove this fraction of the scribble pixels (0..1)',
@@ -396,6 +462,7 @@ export const trainCommand: Command = {
     engine: { type: 'string' },
     workers: { type: 'string' },
     epochs: { type: 'string' },
+    budget: { type: 'string' },
     seed: { type: 'string' },
     batch: { type: 'string' },
     lr: { type: 'string' },
@@ -410,6 +477,7 @@ export const trainCommand: Command = {
     json: { type: 'boolean' },
   },
   run: async (args, io) => {
+    const startedAt = performance.now()
     const [pipeline] = positionals(args, 1, 'one pipeline file (e.g. pipelines/acdc.ts)')
     const resume = flag(args, 'resume')
     const asked = workersOption(args)
@@ -418,23 +486,34 @@ export const trainCommand: Command = {
     const { name, recipe, config, dataDir, runDir } = resume
       ? await resumePlan(args, recipes, pipeline)
       : freshPlan(args, recipes, pipeline, overrides)
+    const budget = resume ? undefined : budgetOption(args, recipe)
     const engine = await engineFor(args, io, asked)
     const workers = asked ?? defaultWorkers(recipe, config, engine)
-    if (!resume) {
-      const run: RunFile = { pipeline, recipe: name, dataDir: dataDir ?? null, config }
-      await writeFileAtomic(join(runDir, RUN_FILE), `${JSON.stringify(run, null, 2)}\n`)
-    }
+    if (!resume)
+      await writeRunFile(runDir, { pipeline, recipe: name, dataDir: dataDir ?? null, config })
     io.err(
       `${resume ? 'resuming' : 'training'} ${pipeline} recipe '${name}' in ${runDir}` +
         `${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
     )
     const outcome = await runRecipe(
-      { pipeline, recipeName: name, recipe, config, dataDir, runDir, resume, engine, workers },
+      {
+        pipeline,
+        recipeName: name,
+        recipe,
+        config,
+        dataDir,
+        runDir,
+        resume,
+        engine,
+        workers,
+        budget,
+        startedAt,
+      },
       io,
     )
     if (outcome.status === 'stopped')
       throw interrupted(
-        `stopped after step ${outcome.step} (${outcome.epoch} of ${config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume`,
+        `stopped after step ${outcome.step} (${outcome.epoch} of ${outcome.config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume`,
       )
     const summary = {
       runDir,

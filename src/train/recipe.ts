@@ -227,6 +227,11 @@ export interface Recipe<C extends CaseRecord = CaseRecord> {
    * default of `--workers`, capped by the cores there are. Absent: one, the calling thread.
    */
   readonly workers?: number
+  /**
+   * Minutes a training of the recipe must fit in, from the start of the command: fewer of its
+   * epochs run on a machine too slow for all (src/train/budget.ts). Absent: no limit.
+   */
+  readonly budget?: number
   /** Lists the cases; `dataDir` is `--data`, when given. */
   readonly cases: (config: TrainConfig, dataDir?: string) => TE.TaskEither<string, RecipeCases<C>>
   /** One training case to its training slices. */
@@ -294,10 +299,12 @@ export const datasetRecipe = (r: {
   /** The subject a case belongs to (ACDC: the patient of a frame); default: the case. */
   readonly subjectOf?: (caseName: string) => string
   readonly workers?: number
+  readonly budget?: number
 }): Recipe<DatasetCase> => ({
   summary: r.summary,
   config: r.config,
   ...(r.workers === undefined ? {} : { workers: r.workers }),
+  ...(r.budget === undefined ? {} : { budget: r.budget }),
   cases: (config, dataDir) => {
     const dir = dataDir ?? r.defaultDir
     const split = (name: string, n: number | undefined, role: 'scribble' | 'label') =>

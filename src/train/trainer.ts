@@ -242,6 +242,68 @@ const lossInputs = (
   gc: b.gc,
 })
 
+/** Adam's settings at step `step` (0-based) of `total`. */
+const adamAt = (config: TrainConfig, step: number, total: number) => ({
+  learningRate: learningRate(config.optimizer, step, total),
+  beta1: config.optimizer.beta1,
+  beta2: config.optimizer.beta2,
+  epsilon: config.optimizer.eps,
+})
+
+type StepRunner = (
+  state: TrainState,
+  step: number,
+  indices: readonly number[],
+) => Promise<{ readonly state: TrainState; readonly loss: number; readonly terms: Sums['terms'] }>
+
+/** The MCM masking of a config's training steps; Left when it does not fit the input. */
+const maskingOf = (config: TrainConfig): E.Either<string, MaskingOptions> =>
+  maskingOptions({
+    size: trainingSize(config)[0],
+    ...config.masking,
+    unlabelled: config.unlabelled,
+  })
+
+/**
+ * One optimisation step over the slices at `indices` (the batch made and freed here), for
+ * a run of `totalSteps` steps.
+ */
+const stepRunner = (
+  config: TrainConfig,
+  masking: MaskingOptions,
+  slices: readonly TrainingSlice[],
+  passes: Passes,
+  totalSteps: number,
+): StepRunner => {
+  const view = sliceView(config)
+  let terms: Sums['terms'] = {}
+  const loss = (logits: tf.Tensor4D, masked: tf.Tensor4D | undefined, b: Batch): tf.Scalar =>
+    macoLoss(config.loss, lossInputs(config, logits, masked, b), (t) => {
+      terms = t
+    })
+  return async (state, step, indices) => {
+    const batch = makeBatch(config, masking, slices, indices, step, view)
+    try {
+      const result = await trainStep(
+        passes,
+        state,
+        batch,
+        loss,
+        { seed: config.seed, step },
+        adamAt(config, step, totalSteps),
+        'original',
+      )
+      return { ...result, terms }
+    } finally {
+      tf.dispose(Object.values(batch))
+    }
+  }
+}
+
+/** The slice order of epoch `epoch`: a seeded shuffle, the same on every run of the seed. */
+const epochOrder = (config: TrainConfig, slices: number, epoch: number): number[] =>
+  seeded(config.seed, 'epoch', epoch).shuffle(Array.from({ length: slices }, (_, i) => i))
+
 /**
  * Mean 3D Dice per foreground class over the validation volumes, predicted `batch` slices
  * at a time with the moving statistics (inference mode).
@@ -288,6 +350,60 @@ export const validate = async (
     valDice: values.reduce((a, b) => a + b, 0) / values.length,
     classes: perClass,
     volumes: volumes.length,
+  }
+}
+
+/** What an epoch of a run costs on this machine, timed before its first step (budget.ts). */
+export interface EpochCost {
+  /** Seconds a training step takes: the mean of the timed steps. */
+  readonly stepSeconds: number
+  /** Seconds one validation of all the validation volumes takes (extrapolated by slices). */
+  readonly validationSeconds: number
+}
+
+/**
+ * Times `steps` training steps of a fresh run of the config, after one untimed (sessions and
+ * kernels warm up), from its seeded initial weights on its first batches, and the validation
+ * of its first two validation volumes, scaled to all by their slices; then frees it all.
+ */
+export const probeEpochCost = async (
+  inputs: Pick<TrainInputs, 'config' | 'train' | 'val' | 'passes'>,
+  steps = 3,
+): Promise<E.Either<string, EpochCost>> => {
+  const { config } = inputs
+  const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
+  if (perEpoch === 0)
+    return E.left(
+      `${inputs.train.length} training slices are fewer than one batch of ${config.batch}`,
+    )
+  const masking = maskingOf(config)
+  if (E.isLeft(masking)) return masking
+  const spec = networkSpec(config)
+  const passes = inputs.passes ?? inProcess(spec)
+  const runStep = stepRunner(config, masking.right, inputs.train, passes, perEpoch * config.epochs)
+  const order = epochOrder(config, inputs.train.length, 0)
+  let state = initialState(spec, toParams(spec, initialWeights(spec, config.seed)))
+  try {
+    let started = 0
+    for (let step = 0; step <= steps; step++) {
+      if (step === 1) started = performance.now()
+      const k = step % perEpoch
+      state = (await runStep(state, step, order.slice(k * config.batch, (k + 1) * config.batch)))
+        .state
+    }
+    const stepSeconds = (performance.now() - started) / 1000 / steps
+    const timed = inputs.val.slice(0, 2)
+    const slices = (vs: readonly ValidationVolume[]) => vs.reduce((n, v) => n + v.dims[2], 0)
+    const validationStarted = performance.now()
+    await validate(spec, state.params, timed, config.classes, config.batch)
+    const validationSeconds =
+      timed.length === 0
+        ? 0
+        : ((performance.now() - validationStarted) / 1000) * (slices(inputs.val) / slices(timed))
+    return E.right({ stepSeconds, validationSeconds })
+  } finally {
+    disposeState(state)
+    if (!inputs.passes) await passes.close()
   }
 }
 
@@ -428,13 +544,8 @@ export const train =
     if (wrongSize)
       return E.left(`training slice ${wrongSize.case}:${wrongSize.slice} is not ${width}x${height}`)
     const totalSteps = perEpoch * config.epochs
-    const masking = maskingOptions({
-      size: trainingSize(config)[0],
-      ...config.masking,
-      unlabelled: config.unlabelled,
-    })
+    const masking = maskingOf(config)
     if (E.isLeft(masking)) return masking
-    const view = sliceView(config)
     const metricsPath = join(runDir, METRICS_FILE)
     await mkdir(runDir, { recursive: true })
 
@@ -443,6 +554,7 @@ export const train =
     let { progress, state } = begun.right
     const { history } = begun.right
     const passes = inputs.passes ?? inProcess(spec)
+    const runStep = stepRunner(config, masking.right, inputs.train, passes, totalSteps)
     const log = inputs.log ?? (() => {})
     const scored = inputs.val.length > 0
     if (!scored) log('no validation set: keeping the last epoch as best')
@@ -455,43 +567,17 @@ export const train =
         meta: progress,
         ...(await saveState(state)),
       })()
-    const adam = (step: number) => ({
-      learningRate: learningRate(config.optimizer, step, totalSteps),
-      beta1: config.optimizer.beta1,
-      beta2: config.optimizer.beta2,
-      epsilon: config.optimizer.eps,
-    })
-    let terms: Record<string, number> = {}
-    const loss = (logits: tf.Tensor4D, masked: tf.Tensor4D | undefined, b: Batch): tf.Scalar => {
-      return macoLoss(config.loss, lossInputs(config, logits, masked, b), (t) => {
-        terms = t
-      })
-    }
-
     try {
       for (let epoch = progress.epoch; epoch < config.epochs; epoch++) {
         const started = performance.now() / 1000 - progress.seconds
-        const order = seeded(config.seed, 'epoch', epoch).shuffle(
-          Array.from({ length: inputs.train.length }, (_, i) => i),
-        )
+        const order = epochOrder(config, inputs.train.length, epoch)
         for (let k = progress.stepInEpoch; k < perEpoch; k++) {
           const step = progress.step
-          const indices = order.slice(k * config.batch, (k + 1) * config.batch)
-          const batch = makeBatch(config, masking.right, inputs.train, indices, step, view)
-          let result
-          try {
-            result = await trainStep(
-              passes,
-              state,
-              batch,
-              loss,
-              { seed: config.seed, step },
-              adam(step),
-              'original',
-            )
-          } finally {
-            tf.dispose(Object.values(batch))
-          }
+          const result = await runStep(
+            state,
+            step,
+            order.slice(k * config.batch, (k + 1) * config.batch),
+          )
           state = averaged(config, state, result.state)
           if (!Number.isFinite(result.loss))
             return E.left(
@@ -501,15 +587,15 @@ export const train =
             ...progress,
             step: step + 1,
             stepInEpoch: k + 1,
-            epochSums: addTo(progress.epochSums, result.loss, terms),
-            windowSums: addTo(progress.windowSums, result.loss, terms),
+            epochSums: addTo(progress.epochSums, result.loss, result.terms),
+            windowSums: addTo(progress.windowSums, result.loss, result.terms),
           }
           if (progress.step % config.logEvery === 0) {
             const m = means(progress.windowSums)
             await record({
               step: progress.step,
               epoch: epoch + 1,
-              lr: round(adam(step).learningRate),
+              lr: round(learningRate(config.optimizer, step, totalSteps)),
               loss: round(m.loss),
               ...rounded(m.terms),
             })
@@ -537,7 +623,7 @@ export const train =
         const line: EpochLine = {
           epoch: epoch + 1,
           step: progress.step,
-          lr: round(adam(progress.step - 1).learningRate),
+          lr: round(learningRate(config.optimizer, progress.step - 1, totalSteps)),
           loss: round(m.loss),
           terms: rounded(m.terms),
           ...(v ? { valDice: round(v.valDice), valClassDice: rounded(v.classes) } : {}),

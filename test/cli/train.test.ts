@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
 import { runCli } from '../../src/cli/main.ts'
-import { defaultWorkers } from '../../src/cli/train.ts'
+import { budgetOption, defaultWorkers } from '../../src/cli/train.ts'
 import * as acdc from '../../pipelines/acdc.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { childEnv, maco } from '../helpers/cli.ts'
@@ -31,6 +31,18 @@ t.test("without --workers a MaCo run takes the recipe's threads where they can h
   t.equal(defaultWorkers(acdc.recipes.cpu, pce, wasm.right, 2), 1, 'one pass a step (no MCM)')
   t.equal(defaultWorkers(acdc.recipes.cpu, config, gpu, 2), 1, 'an engine of its own threads')
   t.equal(defaultWorkers({}, config, wasm.right, 2), 1, 'a recipe that names none')
+})
+
+t.test("the cpu recipe's 90-minute budget applies unless the flags say otherwise", async (t) => {
+  const { cpu, paper } = acdc.recipes
+  const flags = (values: Record<string, string>) => ({ values, positionals: [] })
+  t.equal(cpu.budget, 90)
+  t.equal(paper.budget, undefined, 'the GPU recipe runs all its epochs')
+  t.equal(budgetOption(flags({}), cpu), 90)
+  t.equal(budgetOption(flags({ epochs: '60' }), cpu), undefined, '--epochs N means N epochs')
+  t.equal(budgetOption(flags({ epochs: '60', budget: '120' }), cpu), 120, 'both: N at most')
+  t.equal(budgetOption(flags({ budget: '0' }), cpu), undefined, '--budget 0: none')
+  t.equal(budgetOption(flags({ budget: '45' }), paper), 45)
 })
 
 t.test('bad usage and bad input exit 2 with one line', async (t) => {
@@ -65,6 +77,7 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
     [[SYNTHETIC, '--epochs', '0'], /^maco train: --epochs must be a valid number, got '0'\n$/],
     [[SYNTHETIC, '--shrink', '2'], /^maco train: --shrink must be a valid number, got '2'\n$/],
     [[SYNTHETIC, '--ema', '1'], /^maco train: --ema must be a valid number, got '1'\n$/],
+    [[SYNTHETIC, '--budget=-5'], /^maco train: --budget must be a valid number, got '-5'\n$/],
     [
       [SYNTHETIC, '--supervision', 'label', '--loss', 'maco'],
       /^maco train: supervision 'label' trains with cross-entropy/,
@@ -84,6 +97,10 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
     [
       [SYNTHETIC, '--resume', '--crop', '32', '--ema', '0.99'],
       /^maco train: --resume continues a run with its own config: drop --crop, --ema\n$/,
+    ],
+    [
+      [SYNTHETIC, '--resume', '--budget', '90'],
+      /^maco train: --resume continues a run with its own config: drop --budget\n$/,
     ],
     [[SYNTHETIC, '--bogus'], /^maco train: Unknown option '--bogus'/],
   ]
@@ -107,6 +124,7 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
     '--shrink',
     '--crop',
     '--ema',
+    '--budget',
     '--train-cases',
     '--json',
   ])
@@ -148,6 +166,76 @@ t.test('a missing dataset is bad input, not a crash', async (t) => {
   t.equal(r.code, 2)
   t.match(r.err, /engine: cpu \(asked for\)\n/)
   t.match(r.err, /maco train: .*missing\/splits\.json: no such file\n$/)
+})
+
+t.test('--budget trains the epochs that fit, and says so; config.json records them', async (t) => {
+  const dir = t.testdir()
+  const hurried = await maco(
+    'train',
+    SYNTHETIC,
+    ...SMALL,
+    '--budget',
+    '0.01',
+    '--out',
+    join(dir, 'a'),
+  )
+  t.equal(hurried.code, 2)
+  t.match(
+    hurried.err,
+    /\nmaco train: a budget of 1 s fits no epoch here: \d+ s went to loading the data and timing, and an epoch takes about [\d.]+ (s|min) \(2 steps of \d+\.\d\d s and a validation of \d+\.\d s\); give a larger --budget, or --budget 0 for none\n$/,
+  )
+  t.notMatch(hurried.err, /\n\s+at /, 'no stack trace')
+  t.notOk(existsSync(join(dir, 'a', 'last.ckpt')), 'nothing trained')
+
+  // Far more epochs than 20 seconds allow: the run stops being planned at what fits.
+  const out = join(dir, 'b')
+  const r = await maco(
+    'train',
+    SYNTHETIC,
+    ...SMALL,
+    '--epochs',
+    '100000',
+    '--budget',
+    String(20 / 60),
+    '--out',
+    out,
+    '--json',
+  )
+  t.equal(r.code, 0, r.err)
+  const fit =
+    /budget: (\d+) of 100000 epochs fit in [\d.]+ min here \(a step \d+\.\d\d s, an epoch about [\d.]+ min with its validation\); --budget 0 trains them all\n/.exec(
+      r.err,
+    )
+  t.ok(fit, r.err)
+  const epochs = Number(fit?.[1])
+  t.ok(epochs >= 1 && epochs < 100000)
+  t.match(JSON.parse(r.out), { epochs, steps: 2 * epochs })
+  const run = JSON.parse(await readFile(join(out, 'config.json'), 'utf8'))
+  t.equal(run.config.epochs, epochs, 'config.json holds the run that happened')
+  const seconds = (await readFile(join(out, 'metrics.jsonl'), 'utf8'))
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { seconds?: number })
+    .reduce((sum, l) => sum + (l.seconds ?? 0), 0)
+  t.ok(seconds <= 20, `the epochs took ${seconds.toFixed(1)} s of the 20`)
+
+  // --epochs alone turns the recipe's budget off; an explicit budget that fits them all keeps them.
+  const capped = await maco(
+    'train',
+    SYNTHETIC,
+    ...SMALL,
+    '--epochs',
+    '1',
+    '--budget',
+    '10',
+    '--out',
+    join(dir, 'c'),
+  )
+  t.equal(capped.code, 0, capped.err)
+  t.match(
+    capped.err,
+    /budget: 1 of 1 epochs fit in 10 min here \(a step [\d.]+ s, an epoch about [\d.]+ min with its validation\)\n/,
+  )
 })
 
 t.test(

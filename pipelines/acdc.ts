@@ -20,6 +20,9 @@
  *   15.2 mm (docs/results.md). Random 96 px crops (`--crop 96 --epochs 66`, 81 minutes) gave
  *   the same raw Dice (0.846), one point more after LCC (0.860) and a worse raw HD95 (21.5 mm),
  *   and lifted pCE far more (0.768 -> 0.828 raw), so the recipe keeps whole slices.
+ *   Two-core machines differ: on one (AVX2 only) the same step took 1.5 s, where 50 epochs
+ *   would take about 4 hours; so the recipe has a budget of 90 minutes (`CPU_BUDGET`,
+ *   src/train/budget.ts) and trains as many of its 50 epochs as fit there.
  *
  * Both augment every training slice as WSL4MIS does (quarter turns and flips, or a rotation
  * up to 20 degrees; src/train/augment.ts): without it the pCE baseline overfit (val Dice

@@ -1,6 +1,19 @@
+import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
+import { join } from 'node:path'
 import t from 'tap'
+import { parameterShapes } from '../../src/model/unet.ts'
 import { BUDGET_FILL, epochSeconds, fitEpochs } from '../../src/train/budget.ts'
+import { readCheckpoint } from '../../src/train/checkpoint.ts'
+import { networkSpec } from '../../src/train/recipe.ts'
+import {
+  CHECKPOINTS,
+  Progress,
+  probeEpochCost,
+  train,
+  type TrainInputs,
+} from '../../src/train/trainer.ts'
+import { prepared, tempDir, tiny, use } from '../helpers/tiny-training.ts'
 
 const cost = { stepSeconds: 1.5, validationSeconds: 30 }
 
@@ -71,4 +84,33 @@ t.test('a budget that fits no epoch is refused in one line that says why', async
       }),
     ),
   )
+})
+
+t.test('timing an epoch before a run changes nothing of the run and leaks nothing', async (t) => {
+  await use('cpu')
+  const data = await prepared(tiny)
+  const before = tf.memory().numTensors
+  const cost = await probeEpochCost({ config: tiny, ...data })
+  if (E.isLeft(cost)) return t.fail(cost.left)
+  t.ok(cost.right.stepSeconds > 0, `a step ${cost.right.stepSeconds} s`)
+  t.ok(cost.right.validationSeconds > 0, `a validation ${cost.right.validationSeconds} s`)
+  t.equal(tf.memory().numTensors, before, 'the probe frees what it made')
+  const unscored = await probeEpochCost({ config: tiny, train: data.train, val: [] })
+  t.same(E.isRight(unscored) && unscored.right.validationSeconds, 0, 'nothing to validate')
+
+  // The same run with and without a probe first: the same weights, bit for bit.
+  const plain = await tempDir(t)
+  const probed = await tempDir(t)
+  const base: TrainInputs = { config: tiny, ...data, runDir: plain, resume: false }
+  await train(base)()
+  await probeEpochCost({ config: tiny, ...data })
+  await train({ ...base, runDir: probed })()
+  const a = await readCheckpoint(join(plain, CHECKPOINTS.last), Progress)()
+  const b = await readCheckpoint(join(probed, CHECKPOINTS.last), Progress)()
+  if (E.isLeft(a) || E.isLeft(b)) return t.fail('checkpoints missing')
+  for (const { name } of parameterShapes(networkSpec(tiny)))
+    t.same(Buffer.from(b.right.weights[name].buffer), Buffer.from(a.right.weights[name].buffer))
+
+  const wrong = await probeEpochCost({ config: tiny, train: data.train.slice(0, 1), val: [] })
+  t.same(wrong, E.left('1 training slices are fewer than one batch of 2'))
 })

@@ -1,75 +1,32 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { recipes } from '../../pipelines/synthetic.ts'
 import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
-import { parameterShapes } from '../../src/model/unet.ts'
-import { runPipeline } from '../../src/pipeline/run.ts'
 import { readCheckpoint } from '../../src/train/checkpoint.ts'
 import { inProcess, type Passes } from '../../src/train/step.ts'
-import { loadEngine } from '../../src/train/engine.ts'
-import { applyOverrides, networkSpec, type TrainConfig } from '../../src/train/recipe.ts'
+import { networkSpec } from '../../src/train/recipe.ts'
 import {
   CHECKPOINTS,
   METRICS_FILE,
   PLOT_FILE,
   Progress,
   learningRate,
-  probeEpochCost,
   train,
   validate,
   type EpochLine,
   type TrainInputs,
 } from '../../src/train/trainer.ts'
-
-const use = async (name: 'cpu' | 'wasm') => {
-  const r = await loadEngine(name)()
-  if (E.isLeft(r)) throw new Error(r.left)
-}
-
-const smoke = recipes.smoke
-
-const configOf = (patch: Partial<TrainConfig>, overrides = {}): TrainConfig => {
-  const c = applyOverrides({ ...smoke.config, ...patch }, overrides)
-  if (E.isLeft(c)) throw new Error(c.left)
-  return c.right
-}
-
-/** Training slices and validation volumes of the smoke recipe's phantoms under `config`. */
-const prepared = async (config: TrainConfig) => {
-  const cases = await smoke.cases(config)()
-  if (E.isLeft(cases)) throw new Error(cases.left)
-  const env = { seed: config.seed }
-  const train = await runPipeline(smoke.training(config), cases.right.train, env)()
-  const val = await runPipeline(smoke.validation(config), cases.right.val, env)()
-  if (E.isLeft(train) || E.isLeft(val)) throw new Error('preparation failed')
-  return { train: train.right, val: val.right }
-}
-
-/** A tiny network on 32 px phantoms: 8 slices, batch 2, so 4 steps an epoch. */
-const tiny = configOf({
-  input: { spacing: [6, 6], size: [32, 32] },
-  network: { base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] },
-  data: { split: 'train', valSplit: 'val', trainCases: 1, valCases: 1 },
-  batch: 2,
-  epochs: 2,
-  logEvery: 3,
-})
-
-const tempDir = async (t: { teardown: (f: () => unknown) => void }) => {
-  const dir = await mkdtemp(join(tmpdir(), 'maco-trainer-'))
-  t.teardown(() => rm(dir, { recursive: true, force: true }))
-  return dir
-}
-
-const lines = async (dir: string) =>
-  (await readFile(join(dir, METRICS_FILE), 'utf8'))
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
+import {
+  averaging,
+  cropped,
+  lines,
+  prepared,
+  tempDir,
+  tiny,
+  use,
+} from '../helpers/tiny-training.ts'
 
 t.test('the poly schedule decays the rate to 0 over the run, as WSL4MIS', async (t) => {
   const o = { ...tiny.optimizer, lr: 1e-3 }
@@ -109,118 +66,6 @@ t.test(
     t.equal(v.volumes, 1)
   },
 )
-
-/** The tiny run on random 16 px windows of its 32 px slices. */
-const cropped = configOf({ ...tiny, crop: [16, 16], masking: { ...tiny.masking, patch: 4 } })
-/** The tiny run keeping a moving average of its weights. */
-const averaging = configOf({ ...tiny, ema: 0.9 })
-
-for (const [what, config] of [
-  ['whole slices', tiny],
-  ['random crops', cropped],
-  ['a weight average', averaging],
-] as const)
-  t.test(
-    `a resumed run ends with the same weights as an uninterrupted one, bit for bit (${what})`,
-    async (t) => {
-      await use('cpu')
-      const data = await prepared(config)
-      const whole = await tempDir(t)
-      const split = await tempDir(t)
-      const before = tf.memory().numTensors
-      const counts: number[] = []
-      const base: TrainInputs = { config, ...data, runDir: whole, resume: false }
-      const a = await train({ ...base, onEpoch: () => counts.push(tf.memory().numTensors) })()
-      t.same(E.isRight(a) && a.right.status, 'finished')
-      t.equal(counts.length, 2)
-      t.equal(counts[1], counts[0], 'no tensors pile up from one epoch to the next')
-      t.equal(tf.memory().numTensors, before, 'the run frees everything it made')
-
-      let steps = 0
-      const stopped = await train({
-        ...base,
-        runDir: split,
-        onStep: () => void steps++,
-        stopRequested: () => steps === 3,
-      })()
-      t.same(E.isRight(stopped) && stopped.right, {
-        status: 'stopped',
-        epoch: 0,
-        step: 3,
-        best: null,
-        validation: null,
-      })
-      const resumed = await train({ ...base, runDir: split, resume: true })()
-      t.same(E.isRight(resumed) && [resumed.right.status, resumed.right.step], ['finished', 8])
-      t.equal(tf.memory().numTensors, before)
-
-      const ckA = await readCheckpoint(join(whole, CHECKPOINTS.last), Progress)()
-      const ckB = await readCheckpoint(join(split, CHECKPOINTS.last), Progress)()
-      if (E.isLeft(ckA) || E.isLeft(ckB)) throw new Error('checkpoints missing')
-      const spec = networkSpec(config)
-      for (const { name } of parameterShapes(spec))
-        t.same(
-          Buffer.from(ckB.right.weights[name].buffer),
-          Buffer.from(ckA.right.weights[name].buffer),
-          name,
-        )
-      for (const name of Object.keys(ckA.right.adam.m)) {
-        t.same(
-          Buffer.from(ckB.right.adam.m[name].buffer),
-          Buffer.from(ckA.right.adam.m[name].buffer),
-        )
-        t.same(
-          Buffer.from(ckB.right.adam.v[name].buffer),
-          Buffer.from(ckA.right.adam.v[name].buffer),
-        )
-      }
-      t.equal(ckB.right.adam.step, 8)
-      t.equal(ckA.right.average === undefined, config.ema === undefined, 'an average if asked')
-      t.same(Object.keys(ckB.right.average ?? {}), Object.keys(ckA.right.average ?? {}))
-      for (const [name, a] of Object.entries(ckA.right.average ?? {}))
-        t.same(
-          Buffer.from(ckB.right.average?.[name].buffer ?? new ArrayBuffer(0)),
-          Buffer.from(a.buffer),
-          `average ${name}`,
-        )
-      const timeless = (ls: Record<string, unknown>[]) =>
-        ls.map(({ seconds: _s, secondsPerStep: _p, ...rest }) => rest)
-      t.same(
-        timeless(await lines(split)),
-        timeless(await lines(whole)),
-        'the same metrics, line for line',
-      )
-    },
-  )
-
-t.test('timing an epoch before a run changes nothing of the run and leaks nothing', async (t) => {
-  await use('cpu')
-  const data = await prepared(tiny)
-  const before = tf.memory().numTensors
-  const cost = await probeEpochCost({ config: tiny, ...data })
-  if (E.isLeft(cost)) return t.fail(cost.left)
-  t.ok(cost.right.stepSeconds > 0, `a step ${cost.right.stepSeconds} s`)
-  t.ok(cost.right.validationSeconds > 0, `a validation ${cost.right.validationSeconds} s`)
-  t.equal(tf.memory().numTensors, before, 'the probe frees what it made')
-  const unscored = await probeEpochCost({ config: tiny, train: data.train, val: [] })
-  t.same(E.isRight(unscored) && unscored.right.validationSeconds, 0, 'nothing to validate')
-
-  // The same run with and without a probe first: the same weights, bit for bit.
-  const plain = await tempDir(t)
-  const probed = await tempDir(t)
-  const base: TrainInputs = { config: tiny, ...data, runDir: plain, resume: false }
-  await train(base)()
-  await probeEpochCost({ config: tiny, ...data })
-  await train({ ...base, runDir: probed })()
-  const a = await readCheckpoint(join(plain, CHECKPOINTS.last), Progress)()
-  const b = await readCheckpoint(join(probed, CHECKPOINTS.last), Progress)()
-  if (E.isLeft(a) || E.isLeft(b)) return t.fail('checkpoints missing')
-  for (const { name } of parameterShapes(networkSpec(tiny)))
-    t.same(Buffer.from(b.right.weights[name].buffer), Buffer.from(a.right.weights[name].buffer))
-
-  const wrong = await probeEpochCost({ config: tiny, train: data.train.slice(0, 1), val: [] })
-  t.same(wrong, E.left('1 training slices are fewer than one batch of 2'))
-})
 
 t.test(
   'with ema, validation scores the weight average, and best.ckpt is chosen by it',
@@ -388,22 +233,4 @@ t.test('runs that cannot start say why in one line', async (t) => {
     await run({ resume: true, config: { ...tiny, seed: 9 } }),
     E.left(`${dir} was trained with another config; resume it with its own config.json`),
   )
-})
-
-t.test('the smoke recipe learns the phantoms: validation Dice well above chance', async (t) => {
-  await use('wasm')
-  const config = configOf({}, { epochs: 8 })
-  const dir = await tempDir(t)
-  const dice: number[] = []
-  const out = await train({
-    config,
-    ...(await prepared(config)),
-    runDir: dir,
-    resume: false,
-    onEpoch: (l) => dice.push(l.valDice ?? NaN),
-  })()
-  t.ok(E.isRight(out))
-  t.ok(dice[0] < 0.3, `after one epoch ${dice[0].toFixed(3)}`)
-  const best = Math.max(...dice)
-  t.ok(best > 0.5, `best mean foreground Dice ${best.toFixed(3)} over ${dice.length} epochs`)
 })

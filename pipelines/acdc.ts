@@ -84,7 +84,7 @@ export const cpu: TrainConfig = {
 export const workers = 2
 
 // The minutes the `cpu` recipe promises: on a machine too slow for its 50 epochs in that time,
-// it trains as many as fit (src/train/budget.ts), e.g. 17 where a step takes 1.5 s.
+// it trains as many as fit (src/train/budget.ts): 16 where a step took 1.57 s.
 export const CPU_BUDGET = 90
 
 const recipe = (summary: string, config: TrainConfig, budget?: number) =>

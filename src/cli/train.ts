@@ -26,7 +26,7 @@ import {
   type Engine,
   type EngineChoice,
 } from '../train/engine.ts'
-import { fitEpochs } from '../train/budget.ts'
+import { epochSeconds, fitEpochs } from '../train/budget.ts'
 import { workerPasses } from '../train/parallel.ts'
 import {
   LOSS_PRESET_NAMES,
@@ -240,10 +240,10 @@ const withinBudget = async <C extends CaseRecord>(
     most: config.epochs,
   })
   if (E.isLeft(fit)) throw usageError(fit.left)
-  const epochSeconds = perEpoch * cost.right.stepSeconds + cost.right.validationSeconds
+  const epoch = epochSeconds(cost.right, perEpoch)
   io.err(
     `budget: ${fit.right} of ${config.epochs} epochs fit in ${minutes} min here (a step ` +
-      `${cost.right.stepSeconds.toFixed(2)} s, an epoch about ${(epochSeconds / 60).toFixed(1)} min with its validation)` +
+      `${cost.right.stepSeconds.toFixed(2)} s, an epoch about ${(epoch / 60).toFixed(1)} min with its validation)` +
       `${fit.right < config.epochs ? '; --budget 0 trains them all' : ''}\n`,
   )
   if (fit.right === config.epochs) return config

@@ -147,6 +147,14 @@ export const PLOT_FILE = 'plot.svg'
 /** Optimisation steps per epoch: whole batches only (the rest of a shuffled epoch waits for the next). */
 export const stepsPerEpoch = (slices: number, batch: number): number => Math.floor(slices / batch)
 
+/** The steps of an epoch; Left when the slices do not make one batch. */
+const wholeBatches = (slices: number, batch: number): E.Either<string, number> => {
+  const steps = stepsPerEpoch(slices, batch)
+  return steps > 0
+    ? E.right(steps)
+    : E.left(`${slices} training slices are fewer than one batch of ${batch}`)
+}
+
 /** The learning rate of step `step` (0-based) of `total`. */
 export const learningRate = (c: TrainConfig['optimizer'], step: number, total: number): number =>
   c.schedule === 'constant' ? c.lr : c.lr * Math.max(0, 1 - step / Math.max(total, 1)) ** 0.9
@@ -371,11 +379,9 @@ export const probeEpochCost = async (
   steps = 3,
 ): Promise<E.Either<string, EpochCost>> => {
   const { config } = inputs
-  const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
-  if (perEpoch === 0)
-    return E.left(
-      `${inputs.train.length} training slices are fewer than one batch of ${config.batch}`,
-    )
+  const batches = wholeBatches(inputs.train.length, config.batch)
+  if (E.isLeft(batches)) return batches
+  const perEpoch = batches.right
   const masking = maskingOf(config)
   if (E.isLeft(masking)) return masking
   const spec = networkSpec(config)
@@ -534,11 +540,9 @@ export const train =
   async () => {
     const { config, runDir } = inputs
     const spec = networkSpec(config)
-    const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
-    if (perEpoch === 0)
-      return E.left(
-        `${inputs.train.length} training slices are fewer than one batch of ${config.batch}`,
-      )
+    const batches = wholeBatches(inputs.train.length, config.batch)
+    if (E.isLeft(batches)) return batches
+    const perEpoch = batches.right
     const [width, height] = config.input.size
     const wrongSize = inputs.train.find((s) => s.image.length !== width * height)
     if (wrongSize)

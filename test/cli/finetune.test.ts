@@ -29,7 +29,7 @@ const card = async (path: string) => {
   return c.right
 }
 
-const FAST = ['--epochs', '1', '--batch', '2', '--engine', 'cpu']
+const FAST = ['--epochs', '1', '--batch', '2', '--engine', 'wasm']
 
 t.test('bad usage and bad input exit 2 with one line', async (t) => {
   const dir = t.testdir()
@@ -92,7 +92,7 @@ t.test('bad usage and bad input exit 2 with one line', async (t) => {
     [['stray', '--from', parent], /unexpected argument 'stray' \(the parent goes in --from\)/],
   ]
   for (const [argv, err] of cases) {
-    const r = await maco('finetune', ...argv, '--engine', 'cpu')
+    const r = await maco('finetune', ...argv, '--engine', 'wasm')
     t.equal(r.code, 2, argv.join(' '))
     t.match(r.err, err)
     t.equal(r.err.trim().split('\n').length, 1, `one line: ${r.err}`)

@@ -87,7 +87,7 @@ t.test('a budget that fits no epoch is refused in one line that says why', async
 })
 
 t.test('timing an epoch before a run changes nothing of the run and leaks nothing', async (t) => {
-  await use('cpu')
+  await use('wasm')
   const data = await prepared(tiny)
   const before = tf.memory().numTensors
   const cost = await probeEpochCost({ config: tiny, ...data })

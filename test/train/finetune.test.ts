@@ -67,7 +67,7 @@ const maxAbsDiff = async (a: tf.Tensor, b: tf.Tensor) => {
   return v
 }
 
-t.before(async () => void right(await loadEngine('cpu')()))
+t.before(async () => void right(await loadEngine('wasm')()))
 
 t.test('the UNet of an ONNX file is read from its initializers', async (t) => {
   const spec = right(onnxUNetSpec(exportOnnx(tiny, randomWeights(tiny, 1))))

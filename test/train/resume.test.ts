@@ -24,7 +24,7 @@ for (const [what, config] of [
   t.test(
     `a resumed run ends with the same weights as an uninterrupted one, bit for bit (${what})`,
     async (t) => {
-      await use('cpu')
+      await use('wasm')
       const data = await prepared(config)
       const whole = await tempDir(t)
       const split = await tempDir(t)

@@ -96,11 +96,11 @@ t.test('bench train --json: the DESIGN shape; no PyTorch floor at 32 px', async 
 t.test('bench train --base: another UNet width, recorded, with no PyTorch floor', async (t) => {
   const r = await maco(
     ...['bench', 'train', '--size', '32', '--batch', '1', '--steps', '1', '--base', '4'],
-    ...['--engine', 'cpu', '--json'],
+    ...['--engine', 'wasm', '--json'],
   )
   t.equal(r.code, 0, r.err)
-  t.match(JSON.parse(r.out), { engine: 'cpu', size: 32, batch: 1, base: 4, reference: null })
-  t.match(r.err, /^bench train: engine cpu, 32 px, batch 1, base 4, /m)
+  t.match(JSON.parse(r.out), { engine: 'wasm', size: 32, batch: 1, base: 4, reference: null })
+  t.match(r.err, /^bench train: engine wasm, 32 px, batch 1, base 4, /m)
 })
 
 t.test('PyTorch was measured on the reference UNet only: other widths have no floor', async (t) => {

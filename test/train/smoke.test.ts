@@ -5,7 +5,7 @@ import { configOf, prepared, tempDir, use } from '../helpers/tiny-training.ts'
 
 t.test('the smoke recipe learns the phantoms: validation Dice well above chance', async (t) => {
   await use('wasm')
-  const config = configOf({}, { epochs: 8 })
+  const config = configOf({}, { epochs: 5 })
   const dir = await tempDir(t)
   const dice: number[] = []
   const out = await train({

@@ -7,6 +7,7 @@ import t from 'tap'
 import { runCli } from '../../src/cli/main.ts'
 import { budgetOption, defaultWorkers } from '../../src/cli/train.ts'
 import * as acdc from '../../pipelines/acdc.ts'
+import * as mscmr from '../../pipelines/mscmr.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { childEnv, maco } from '../helpers/cli.ts'
 
@@ -38,6 +39,8 @@ t.test("the cpu recipe's 90-minute budget applies unless the flags say otherwise
   const flags = (values: Record<string, string>) => ({ values, positionals: [] })
   t.equal(cpu.budget, 90)
   t.equal(paper.budget, undefined, 'the GPU recipe runs all its epochs')
+  t.equal(mscmr.recipes.cpu.budget, 90, "MSCMR's cpu recipe has the same cap")
+  t.equal(mscmr.recipes.paper.budget, undefined)
   t.equal(budgetOption(flags({}), cpu), 90)
   t.equal(budgetOption(flags({ epochs: '60' }), cpu), undefined, '--epochs N means N epochs')
   t.equal(budgetOption(flags({ epochs: '60', budget: '120' }), cpu), 120, 'both: N at most')

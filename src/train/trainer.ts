@@ -370,13 +370,17 @@ export interface EpochCost {
 }
 
 /**
- * Times `steps` training steps of a fresh run of the config, after one untimed (sessions and
- * kernels warm up), from its seeded initial weights on its first batches, and the validation
- * of its first two validation volumes, scaled to all by their slices; then frees it all.
+ * Times `steps` training steps of a fresh run of the config, after `warmUp` untimed ones, from
+ * its seeded initial weights on its first batches, and the validation of its first two
+ * validation volumes, scaled to all by their slices, after an untimed one of the first; then
+ * frees it all. The warm-ups matter: measured on ACDC at 128 px (2 workers), the first step
+ * took 2.5x a later one and the next three 1.15-1.3x, and a first validation 1.4x a second
+ * (sessions for new shapes, allocator, JIT): with one warm-up the probe overestimated an epoch
+ * by 11% and the budget lost an epoch in ten.
  */
 export const probeEpochCost = async (
   inputs: Pick<TrainInputs, 'config' | 'train' | 'val' | 'passes'>,
-  steps = 3,
+  { warmUp = 4, steps = 5 } = {},
 ): Promise<E.Either<string, EpochCost>> => {
   const { config } = inputs
   const batches = wholeBatches(inputs.train.length, config.batch)
@@ -391,8 +395,8 @@ export const probeEpochCost = async (
   let state = initialState(spec, toParams(spec, initialWeights(spec, config.seed)))
   try {
     let started = 0
-    for (let step = 0; step <= steps; step++) {
-      if (step === 1) started = performance.now()
+    for (let step = 0; step < warmUp + steps; step++) {
+      if (step === warmUp) started = performance.now()
       const k = step % perEpoch
       state = (await runStep(state, step, order.slice(k * config.batch, (k + 1) * config.batch)))
         .state
@@ -400,6 +404,7 @@ export const probeEpochCost = async (
     const stepSeconds = (performance.now() - started) / 1000 / steps
     const timed = inputs.val.slice(0, 2)
     const slices = (vs: readonly ValidationVolume[]) => vs.reduce((n, v) => n + v.dims[2], 0)
+    await validate(spec, state.params, timed.slice(0, 1), config.classes, config.batch)
     const validationStarted = performance.now()
     await validate(spec, state.params, timed, config.classes, config.batch)
     const validationSeconds =

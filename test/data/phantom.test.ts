@@ -4,11 +4,9 @@ import { PNG } from 'pngjs'
 import t from 'tap'
 import { phantomCase, phantomDataset, type PhantomCase } from '../../src/data/phantom.ts'
 import { applyAffine } from '../../src/volume/volume.ts'
+import { bytes } from '../helpers/bytes.ts'
 
 const OUTPUT = join(import.meta.dirname, '../../tmp/test-output')
-
-/** The bytes of a volume's voxels: tap compares a Buffer at once, a typed array value by value. */
-const bytes = (a: ArrayBufferView) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
 
 /** Slice k of a phantom as its label and scribble planes. */
 const planes = (c: PhantomCase, k: number) => {

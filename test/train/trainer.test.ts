@@ -27,6 +27,7 @@ import {
   tiny,
   use,
 } from '../helpers/tiny-training.ts'
+import { bytes } from '../helpers/bytes.ts'
 
 t.test('the poly schedule decays the rate to 0 over the run, as WSL4MIS', async (t) => {
   const o = { ...tiny.optimizer, lr: 1e-3 }
@@ -87,7 +88,6 @@ t.test(
     const average = await score(last.right.average)
     t.equal(last.right.meta.validation?.valDice, average, "the logged Dice is the average's")
     t.not(await score(last.right.weights), average, 'the raw weights score otherwise')
-    const bytes = (a: Float32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength)
     const { average: avg, weights } = last.right
     t.ok(
       Object.keys(weights).some((name) => !bytes(avg[name]).equals(bytes(weights[name]))),

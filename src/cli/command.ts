@@ -62,15 +62,18 @@ export const interrupted = (message: string): CliError => new CliError(message, 
  * Runs `work` with a first Ctrl-C asking it to stop (it polls `stopRequested`, e.g. after
  * each training step, and returns what it has) rather than ending the process. The handler
  * is removed once it fires, so a second Ctrl-C gets the default: the process ends at once.
+ * `notice` says, when Ctrl-C comes, what the stop will be (work may pass through phases).
  */
 export const stoppableByCtrlC = async <A>(
   io: CommandIO,
   work: (stopRequested: () => boolean) => Promise<A>,
+  notice: () => string = () =>
+    'stopping after this step (Ctrl-C again to quit without a checkpoint)',
 ): Promise<A> => {
   let stop = false
   const onSigint = () => {
     stop = true
-    io.err('\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n')
+    io.err(`\n${notice()}\n`)
   }
   process.once('SIGINT', onSigint)
   try {

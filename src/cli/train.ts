@@ -3,7 +3,8 @@
  * `recipes`, see src/train/recipe.ts) into a run folder: `config.json` (what was run),
  * checkpoints, `metrics.jsonl` and `plot.svg`. Ctrl-C finishes the step under way, writes
  * a resumable checkpoint and exits 130 (an `interrupted` CLI error); `--resume` continues
- * exactly where it stopped.
+ * exactly where it stopped. Before the first step (data preparation, the budget's timing)
+ * Ctrl-C stops at once with nothing trained, and the same command starts again.
  *
  * @example
  * maco train pipelines/acdc.ts --recipe cpu --out runs/acdc-cpu
@@ -226,10 +227,12 @@ const withinBudget = async <C extends CaseRecord>(
   minutes: number,
   inputs: Omit<Parameters<typeof probeEpochCost>[0], 'config'>,
   io: CommandIO,
+  untilTraining: () => void,
 ): Promise<TrainConfig> => {
   const { config } = r
   io.err(`timing a few steps and a validation to fit the epochs into ${minutes} min\n`)
   const cost = await probeEpochCost({ ...inputs, config })
+  untilTraining()
   if (E.isLeft(cost)) throw runFailed(cost.left)
   const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
   const fit = fitEpochs({
@@ -278,63 +281,94 @@ const stepBars = (io: CommandIO, epochs: number, perEpoch: number) => {
 
 /**
  * Lists and prepares the data, then trains; Ctrl-C asks the trainer to stop after the
- * step under way (a second Ctrl-C quits at once). Throws a CLI error on any failure; a
- * stopped run is an outcome (status 'stopped'), not an error.
+ * step under way (a second Ctrl-C quits at once). Before the first step (preparing the data,
+ * the budget's timing) Ctrl-C stops there, with nothing trained and the run as it was. Throws
+ * a CLI error on any failure; a stopped run is an outcome (status 'stopped'), not an error.
  */
 export const runRecipe = async <C extends CaseRecord>(
   r: RunRequest<C>,
   io: CommandIO,
 ): Promise<TrainOutcome & { data: string; config: TrainConfig }> => {
-  const cases = await r.recipe.cases(r.config, r.dataDir)()
-  if (E.isLeft(cases)) throw inputError(cases.left)
-  io.err(`data: ${cases.right.data}\n`)
-  const env = { seed: r.config.seed }
-  const prepareBar = progress({
-    label: 'prepare',
-    total: cases.right.train.length + cases.right.val.length,
+  let training = false
+  return stoppableByCtrlC(
     io,
-  })
-  const tick = { onProgress: (p: { case: string }) => prepareBar.tick(p.case) }
-  const training = await runPipeline(r.recipe.training(r.config), cases.right.train, env, tick)()
-  if (E.isLeft(training)) throw inputError(formatStageError(training.left))
-  const validation = await runPipeline(r.recipe.validation(r.config), cases.right.val, env, tick)()
-  if (E.isLeft(validation)) throw inputError(formatStageError(validation.left))
-  prepareBar.done()
-  io.err(
-    `prepared ${training.right.length} training slices, ${validation.right.length} validation volumes\n`,
-  )
+    async (stopRequested) => {
+      const untilTraining = () => {
+        if (stopRequested())
+          throw interrupted(
+            r.resume
+              ? `stopped before the training resumed; the run is as it was: maco train ${r.pipeline} --out ${r.runDir} --resume`
+              : 'stopped before the first step; nothing was trained: run the same command again to start',
+          )
+      }
+      const cases = await r.recipe.cases(r.config, r.dataDir)()
+      if (E.isLeft(cases)) throw inputError(cases.left)
+      io.err(`data: ${cases.right.data}\n`)
+      const env = { seed: r.config.seed }
+      const prepareBar = progress({
+        label: 'prepare',
+        total: cases.right.train.length + cases.right.val.length,
+        io,
+      })
+      const opts = { onProgress: (p: { case: string }) => prepareBar.tick(p.case), stopRequested }
+      const prepared = await runPipeline(
+        r.recipe.training(r.config),
+        cases.right.train,
+        env,
+        opts,
+      )()
+      untilTraining()
+      if (E.isLeft(prepared)) throw inputError(formatStageError(prepared.left))
+      const validation = await runPipeline(
+        r.recipe.validation(r.config),
+        cases.right.val,
+        env,
+        opts,
+      )()
+      untilTraining()
+      if (E.isLeft(validation)) throw inputError(formatStageError(validation.left))
+      prepareBar.done()
+      io.err(
+        `prepared ${prepared.right.length} training slices, ${validation.right.length} validation volumes\n`,
+      )
 
-  const spec = networkSpec(r.config)
-  if (r.workers > 1 && !r.config.loss.mcm)
-    io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
-  const passes =
-    r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
-  try {
-    const data = { train: training.right, val: validation.right, passes }
-    const config =
-      r.budget === undefined || r.resume ? r.config : await withinBudget(r, r.budget, data, io)
-    const perEpoch = stepsPerEpoch(training.right.length, config.batch)
-    const bars = stepBars(io, config.epochs, perEpoch)
-    const outcome = await stoppableByCtrlC(io, (stopRequested) =>
-      train({
-        config,
-        train: training.right,
-        val: validation.right,
-        runDir: r.runDir,
-        resume: r.resume,
-        origin: { recipe: r.recipeName, pipeline: r.pipeline, data: cases.right.data },
-        passes,
-        stopRequested,
-        onStep: bars.onStep,
-        onEpoch: bars.done,
-        log: (line) => io.err(`${line}\n`),
-      })(),
-    )
-    if (E.isLeft(outcome)) throw runFailed(outcome.left)
-    return { ...outcome.right, data: cases.right.data, config }
-  } finally {
-    await passes.close()
-  }
+      const spec = networkSpec(r.config)
+      if (r.workers > 1 && !r.config.loss.mcm)
+        io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
+      const passes =
+        r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
+      try {
+        const data = { train: prepared.right, val: validation.right, passes }
+        const config =
+          r.budget === undefined || r.resume
+            ? r.config
+            : await withinBudget(r, r.budget, { ...data, stopRequested }, io, untilTraining)
+        untilTraining()
+        training = true
+        const perEpoch = stepsPerEpoch(prepared.right.length, config.batch)
+        const bars = stepBars(io, config.epochs, perEpoch)
+        const outcome = await train({
+          config,
+          ...data,
+          runDir: r.runDir,
+          resume: r.resume,
+          origin: { recipe: r.recipeName, pipeline: r.pipeline, data: cases.right.data },
+          stopRequested,
+          onStep: bars.onStep,
+          onEpoch: bars.done,
+          log: (line) => io.err(`${line}\n`),
+        })()
+        if (E.isLeft(outcome)) throw runFailed(outcome.left)
+        return { ...outcome.right, data: cases.right.data, config }
+      } finally {
+        await passes.close()
+      }
+    },
+    () =>
+      training
+        ? 'stopping after this step (Ctrl-C again to quit without a checkpoint)'
+        : 'stopping before training (Ctrl-C again to quit at once)',
+  )
 }
 
 const readRunFile = async (runDir: string): Promise<RunFile> => {
@@ -452,7 +486,8 @@ export const trainCommand: Command = {
     '  --json                print the outcome as JSON on stdout',
     '',
     'The run folder gets config.json, last.ckpt and best.ckpt (best validation Dice),',
-    'metrics.jsonl and plot.svg. Ctrl-C writes a checkpoint and exits 130; --resume continues.',
+    'metrics.jsonl and plot.svg. Ctrl-C writes a checkpoint and exits 130; --resume continues\n' +
+      '(before the first step it stops with nothing trained: run the same command again).',
   ].join('\n'),
   options: {
     recipe: { type: 'string' },

@@ -26,6 +26,11 @@ export interface RunProgress {
 
 export interface RunOptions {
   readonly onProgress?: (p: RunProgress) => void
+  /**
+   * Polled before each input record: once it says true the run ends there with the records
+   * so far (the caller asked for the stop, so it knows they are partial).
+   */
+  readonly stopRequested?: () => boolean
 }
 
 export interface RunReport<Out> {
@@ -42,7 +47,7 @@ const runAll = async <R, In extends CaseRecord, Out>(
 ): Promise<RunReport<Out>> => {
   const records: Out[] = []
   const errors: StageError[] = []
-  for (let i = 0; i < inputs.length; i++) {
+  for (let i = 0; i < inputs.length && !opts.stopRequested?.(); i++) {
     const out = await p.run(inputs[i])(env)()
     if (E.isRight(out)) for (const r of out.right) records.push(r)
     else errors.push(out.left)

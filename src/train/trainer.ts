@@ -379,7 +379,7 @@ export interface EpochCost {
  * by 11% and the budget lost an epoch in ten.
  */
 export const probeEpochCost = async (
-  inputs: Pick<TrainInputs, 'config' | 'train' | 'val' | 'passes'>,
+  inputs: Pick<TrainInputs, 'config' | 'train' | 'val' | 'passes' | 'stopRequested'>,
   { warmUp = 4, steps = 5 } = {},
 ): Promise<E.Either<string, EpochCost>> => {
   const { config } = inputs
@@ -396,6 +396,7 @@ export const probeEpochCost = async (
   try {
     let started = 0
     for (let step = 0; step < warmUp + steps; step++) {
+      if (inputs.stopRequested?.()) return E.left('stopped before the timing was done')
       if (step === warmUp) started = performance.now()
       const k = step % perEpoch
       state = (await runStep(state, step, order.slice(k * config.batch, (k + 1) * config.batch)))

@@ -414,3 +414,53 @@ t.test('an in-process run stopped by Ctrl-C returns 130 with one line, and resum
   t.match(resumed.err, /resuming pipelines\/synthetic\.ts recipe 'smoke'/)
   t.match(JSON.parse(resumed.out), { epochs: 3, steps: 6 })
 })
+
+t.test(
+  'Ctrl-C before the first step stops there: 130, nothing trained, the same command works',
+  async (t) => {
+    const ctrlCAt = async (phase: RegExp, args: readonly string[]) => {
+      const listeners = process.listenerCount('SIGINT')
+      let err = ''
+      let sent = false
+      const code = await runCli(['train', SYNTHETIC, ...args], {
+        out: () => {},
+        err: (s) => {
+          err += s
+          if (!sent && phase.test(err)) {
+            sent = true
+            process.emit('SIGINT')
+          }
+        },
+        isTTY: false,
+      })
+      t.ok(sent, `Ctrl-C was sent at ${phase}`)
+      t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+      return { code, err }
+    }
+    const out = join(t.testdir(), 'run')
+    for (const [phase, args] of [
+      [/prepare 1\//, ['--epochs', '1']],
+      [/timing a few steps/, ['--budget', '5']],
+    ] as const) {
+      const r = await ctrlCAt(phase, [...SMALL, ...args, '--out', out])
+      t.equal(r.code, 130, r.err)
+      t.match(r.err, /\nstopping before training \(Ctrl-C again to quit at once\)\n/)
+      t.equal(
+        r.err.trimEnd().split('\n').at(-1),
+        'maco train: stopped before the first step; nothing was trained: run the same command again to start',
+      )
+      t.notMatch(r.err, /epoch 1\//, 'no step was taken')
+      t.notOk(existsSync(join(out, 'last.ckpt')), 'no checkpoint')
+    }
+    const again = await maco('train', SYNTHETIC, ...SMALL, '--epochs', '1', '--out', out, '--json')
+    t.equal(again.code, 0, again.err)
+    t.match(JSON.parse(again.out), { epochs: 1, steps: 2 })
+
+    const resumed = await ctrlCAt(/prepare 1\//, ['--engine', 'wasm', '--out', out, '--resume'])
+    t.equal(resumed.code, 130, resumed.err)
+    t.equal(
+      resumed.err.trimEnd().split('\n').at(-1),
+      `maco train: stopped before the training resumed; the run is as it was: maco train ${SYNTHETIC} --out ${out} --resume`,
+    )
+  },
+)

@@ -182,6 +182,32 @@ t.test('progress is reported after every case, failures included', async (t) => 
   t.equal(stopped.length, 1, 'runPipeline stops at the first failure')
 })
 
+t.test('a stop asked for during a run ends it before the next case', async (t) => {
+  let stop = false
+  const ran: string[] = []
+  const out = await runPipeline(
+    pipe(start<Raw>(), then(total)),
+    cases,
+    {},
+    {
+      onProgress: (p) => {
+        ran.push(p.case)
+        stop = true
+      },
+      stopRequested: () => stop,
+    },
+  )()
+  t.same(ran, ['a'], 'case b never ran')
+  t.same(
+    pipe(
+      out,
+      E.map((rs) => rs.map((r) => r.total)),
+    ),
+    E.right([6]),
+    'the records so far',
+  )
+})
+
 t.test('declared needs are checked when the stage runs', async (t) => {
   const needy = stage('needy', (r: { total: number }) => ({ twice: r.total * 2 }), {
     needs: ['total'],

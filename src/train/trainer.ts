@@ -312,6 +312,10 @@ const stepRunner = (
 const epochOrder = (config: TrainConfig, slices: number, epoch: number): number[] =>
   seeded(config.seed, 'epoch', epoch).shuffle(Array.from({ length: slices }, (_, i) => i))
 
+/** The slices of step `k` of an epoch in `order`: the probe must time the batches a run takes. */
+const batchAt = (order: readonly number[], k: number, batch: number): number[] =>
+  order.slice(k * batch, (k + 1) * batch)
+
 /**
  * Mean 3D Dice per foreground class over the validation volumes, predicted `batch` slices
  * at a time with the moving statistics (inference mode).
@@ -399,8 +403,7 @@ export const probeEpochCost = async (
       if (inputs.stopRequested?.()) return E.left('stopped before the timing was done')
       if (step === warmUp) started = performance.now()
       const k = step % perEpoch
-      state = (await runStep(state, step, order.slice(k * config.batch, (k + 1) * config.batch)))
-        .state
+      state = (await runStep(state, step, batchAt(order, k, config.batch))).state
     }
     const stepSeconds = (performance.now() - started) / 1000 / steps
     const timed = inputs.val.slice(0, 2)
@@ -583,11 +586,7 @@ export const train =
         const order = epochOrder(config, inputs.train.length, epoch)
         for (let k = progress.stepInEpoch; k < perEpoch; k++) {
           const step = progress.step
-          const result = await runStep(
-            state,
-            step,
-            order.slice(k * config.batch, (k + 1) * config.batch),
-          )
+          const result = await runStep(state, step, batchAt(order, k, config.batch))
           state = averaged(config, state, result.state)
           if (!Number.isFinite(result.loss))
             return E.left(

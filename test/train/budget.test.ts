@@ -14,6 +14,7 @@ import {
   type TrainInputs,
 } from '../../src/train/trainer.ts'
 import { prepared, tempDir, tiny, use } from '../helpers/tiny-training.ts'
+import { bytes } from '../helpers/bytes.ts'
 
 const cost = { stepSeconds: 1.5, validationSeconds: 30 }
 
@@ -109,7 +110,7 @@ t.test('timing an epoch before a run changes nothing of the run and leaks nothin
   const b = await readCheckpoint(join(probed, CHECKPOINTS.last), Progress)()
   if (E.isLeft(a) || E.isLeft(b)) return t.fail('checkpoints missing')
   for (const { name } of parameterShapes(networkSpec(tiny)))
-    t.same(Buffer.from(b.right.weights[name].buffer), Buffer.from(a.right.weights[name].buffer))
+    t.same(bytes(b.right.weights[name]), bytes(a.right.weights[name]))
 
   const wrong = await probeEpochCost({ config: tiny, train: data.train.slice(0, 1), val: [] })
   t.same(wrong, E.left('1 training slices are fewer than one batch of 2'))

@@ -21,6 +21,7 @@ import { adamUpdate, disposeState, initialState } from '../../src/train/step.ts'
 import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { unetSpec } from '../../src/model/unet.ts'
 import { seeded } from '../../src/util/rng.ts'
+import { bytes } from '../helpers/bytes.ts'
 
 const engine = await loadEngine('cpu')()
 if (E.isLeft(engine)) throw new Error(engine.left)
@@ -49,9 +50,9 @@ tap.test('a checkpoint decodes to exactly what was encoded', async (t) => {
   const c = sample(1)
   const back = decodeCheckpoint(encodeCheckpoint(c), Meta)
   t.same(back, E.right(c))
-  const bytes = encodeCheckpoint(c)
-  t.equal(new TextDecoder().decode(bytes.subarray(0, 8)), 'MACOCKPT')
-  t.equal(bytes.length % 4, 0, 'values start 4-byte aligned')
+  const encoded = encodeCheckpoint(c)
+  t.equal(new TextDecoder().decode(encoded.subarray(0, 8)), 'MACOCKPT')
+  t.equal(encoded.length % 4, 0, 'values start 4-byte aligned')
 })
 
 tap.test('a weight average travels with the checkpoint and is the model it holds', async (t) => {
@@ -71,22 +72,22 @@ tap.test('a weight average travels with the checkpoint and is the model it holds
 })
 
 tap.test('damaged or foreign files are refused with one line, never loaded', async (t) => {
-  const bytes = encodeCheckpoint(sample(2))
-  const flipped = bytes.slice()
-  flipped[bytes.length - 3] ^= 0x10
+  const encoded = encodeCheckpoint(sample(2))
+  const flipped = encoded.slice()
+  flipped[encoded.length - 3] ^= 0x10
   const cases: [Uint8Array, string][] = [
     [new TextEncoder().encode('hello, this is not it'), 'not a MaCo checkpoint'],
-    [bytes.subarray(0, 6), 'not a MaCo checkpoint'],
-    [bytes.subarray(0, 40), 'truncated (40 bytes, header unfinished)'],
+    [encoded.subarray(0, 6), 'not a MaCo checkpoint'],
+    [encoded.subarray(0, 40), 'truncated (40 bytes, header unfinished)'],
     [
-      bytes.subarray(0, bytes.length - 8),
-      `truncated or padded (${bytes.length - 8} bytes, expected ${bytes.length})`,
+      encoded.subarray(0, encoded.length - 8),
+      `truncated or padded (${encoded.length - 8} bytes, expected ${encoded.length})`,
     ],
     [flipped, 'corrupt (its checksum does not match)'],
   ]
   for (const [b, why] of cases) t.same(decodeCheckpoint(b, Meta), E.left(why), why)
   t.same(
-    decodeCheckpoint(bytes, iots.type({ epoch: iots.string })),
+    decodeCheckpoint(encoded, iots.type({ epoch: iots.string })),
     E.left('bad header: meta.epoch must be a string, got 2'),
   )
 })
@@ -153,18 +154,14 @@ tap.test('a training state survives saving and restoring, to the bit', async (t)
   state = adamUpdate(state, grads)
   tf.dispose(Object.values(grads))
   const saved = await saveState(state)
-  const bytes = encodeCheckpoint({ meta: { epoch: 1, note: '' }, ...saved })
-  const back = decodeCheckpoint(bytes, Meta)
+  const encoded = encodeCheckpoint({ meta: { epoch: 1, note: '' }, ...saved })
+  const back = decodeCheckpoint(encoded, Meta)
   if (E.isLeft(back)) throw new Error(back.left)
   const restored = restoreState(back.right)
   t.equal(restored.adam.step, 1)
   for (const [name, p] of Object.entries(state.params)) {
     t.same(restored.params[name].shape, p.shape)
-    t.same(
-      Buffer.from((await restored.params[name].data()).buffer),
-      Buffer.from((await p.data()).buffer),
-      name,
-    )
+    t.same(bytes(await restored.params[name].data()), bytes(await p.data()), name)
   }
   for (const name of Object.keys(state.adam.m))
     t.same(await restored.adam.v[name].data(), await state.adam.v[name].data())

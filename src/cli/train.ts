@@ -19,7 +19,8 @@ import { readFile } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { runPipeline } from '../pipeline/run.ts'
-import { formatStageError, type CaseRecord } from '../pipeline/stage.ts'
+import type { Pipeline } from '../pipeline/pipeline.ts'
+import { formatStageError, type CaseRecord, type SeedEnv } from '../pipeline/stage.ts'
 import {
   ENGINE_CHOICES,
   loadEngine,
@@ -311,25 +312,17 @@ export const runRecipe = async <C extends CaseRecord>(
         io,
       })
       const opts = { onProgress: (p: { case: string }) => prepareBar.tick(p.case), stopRequested }
-      const prepared = await runPipeline(
-        r.recipe.training(r.config),
-        cases.right.train,
-        env,
-        opts,
-      )()
-      untilTraining()
-      if (E.isLeft(prepared)) throw inputError(formatStageError(prepared.left))
-      const validation = await runPipeline(
-        r.recipe.validation(r.config),
-        cases.right.val,
-        env,
-        opts,
-      )()
-      untilTraining()
-      if (E.isLeft(validation)) throw inputError(formatStageError(validation.left))
+      const prepare = async <Out>(pipeline: Pipeline<SeedEnv, C, Out>, inputs: readonly C[]) => {
+        const out = await runPipeline(pipeline, inputs, env, opts)()
+        untilTraining()
+        if (E.isLeft(out)) throw inputError(formatStageError(out.left))
+        return out.right
+      }
+      const trainSlices = await prepare(r.recipe.training(r.config), cases.right.train)
+      const valVolumes = await prepare(r.recipe.validation(r.config), cases.right.val)
       prepareBar.done()
       io.err(
-        `prepared ${prepared.right.length} training slices, ${validation.right.length} validation volumes\n`,
+        `prepared ${trainSlices.length} training slices, ${valVolumes.length} validation volumes\n`,
       )
 
       const spec = networkSpec(r.config)
@@ -338,14 +331,14 @@ export const runRecipe = async <C extends CaseRecord>(
       const passes =
         r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
       try {
-        const data = { train: prepared.right, val: validation.right, passes }
+        const data = { train: trainSlices, val: valVolumes, passes }
         const config =
           r.budget === undefined || r.resume
             ? r.config
             : await withinBudget(r, r.budget, { ...data, stopRequested }, io, untilTraining)
         untilTraining()
         training = true
-        const perEpoch = stepsPerEpoch(prepared.right.length, config.batch)
+        const perEpoch = stepsPerEpoch(trainSlices.length, config.batch)
         const bars = stepBars(io, config.epochs, perEpoch)
         const outcome = await train({
           config,

@@ -62,18 +62,22 @@ export const interrupted = (message: string): CliError => new CliError(message, 
  * Runs `work` with a first Ctrl-C asking it to stop (it polls `stopRequested`, e.g. after
  * each training step, and returns what it has) rather than ending the process. The handler
  * is removed once it fires, so a second Ctrl-C gets the default: the process ends at once.
- * `notice` says, when Ctrl-C comes, what the stop will be (work may pass through phases).
+ * Before `stepping()` says the first step has begun, nothing is saved on a stop: the notice
+ * says so.
  */
 export const stoppableByCtrlC = async <A>(
   io: CommandIO,
   work: (stopRequested: () => boolean) => Promise<A>,
-  notice: () => string = () =>
-    'stopping after this step (Ctrl-C again to quit without a checkpoint)',
+  stepping: () => boolean = () => true,
 ): Promise<A> => {
   let stop = false
   const onSigint = () => {
     stop = true
-    io.err(`\n${notice()}\n`)
+    io.err(
+      stepping()
+        ? '\nstopping after this step (Ctrl-C again to quit without a checkpoint)\n'
+        : '\nstopping before the first step (Ctrl-C again to quit at once)\n',
+    )
   }
   process.once('SIGINT', onSigint)
   try {

@@ -33,15 +33,18 @@ import {
   fitBatch,
   layoutCases,
   loadParent,
-  prepareData,
   resumeFinetune,
-  type DataRecipe,
-  type Finetuned,
   type Freeze,
   type Parent,
-  type PreparedData,
 } from '../train/finetune.ts'
-import { networkSpec, type TrainConfig } from '../train/recipe.ts'
+import {
+  networkSpec,
+  prepareData,
+  type DataRecipe,
+  type PrepareOptions,
+  type PreparedData,
+  type TrainConfig,
+} from '../train/recipe.ts'
 import { inProcess } from '../train/step.ts'
 import { CHECKPOINTS, stepsPerEpoch } from '../train/trainer.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
@@ -73,10 +76,8 @@ const freezeOf = (args: Parsed): Freeze => {
 
 interface Plan {
   readonly config: TrainConfig
-  /** Lists and prepares the data (with a callback after each case). */
-  readonly prepare: (
-    onCase: (name: string, done: number, total: number) => void,
-  ) => TE.TaskEither<string, PreparedData>
+  /** Lists and prepares the data. */
+  readonly prepare: (opts: PrepareOptions) => TE.TaskEither<string, PreparedData>
   /** How the card names where the data came from. */
   readonly pipeline: string
 }
@@ -88,7 +89,7 @@ const planned = <C extends CaseRecord>(
   pipeline: string,
 ): Plan => ({
   config,
-  prepare: (onCase) => prepareData(recipe, config, dataDir, onCase),
+  prepare: (opts) => prepareData(recipe, config, dataDir, opts),
   pipeline,
 })
 
@@ -232,49 +233,65 @@ export const finetuneCommand: Command = {
     if (E.isLeft(parent)) throw inputError(parent.left)
     const plan = await planOf(args, parent.right, io)
     const engine = await engineFor(args, io, askedWorkers)
-    let bar: Progress | undefined
-    const data = await plan.prepare((c, _, total) => {
-      bar ??= progress({ label: 'prepare', total, io })
-      bar.tick(c)
-    })()
-    if (E.isLeft(data)) throw inputError(data.left)
-    bar?.done()
-    const config = fitBatch(plan.config, data.right.train.length)
-    // The two passes of a MaCo step on two cores, as the recipes train.
-    const workers = askedWorkers ?? defaultWorkers({ workers: 2 }, config, engine)
-    io.err(
-      `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
-    )
-    const spec = networkSpec(config)
-    const passes = workers > 1 ? await workerPasses(spec, engine.name, workers) : inProcess(spec)
-    const steps = progress({
-      label: 'fine-tune',
-      total: stepsPerEpoch(data.right.train.length, config.batch) * config.epochs,
+    let fineTuning = false
+    const { trained, steps } = await stoppableByCtrlC(
       io,
-    })
-    const inputs = {
-      parent: parent.right,
-      config: config,
-      ...data.right,
-      runDir,
-      freeze,
-      origin: {
-        recipe: `finetune of ${parent.right.name}${freeze === 'encoder' ? ', encoder frozen' : ''}`,
-        pipeline: plan.pipeline,
-        data: data.right.data,
+      async (stopRequested) => {
+        let bar: Progress | undefined
+        const data = await plan.prepare({
+          onListed: (_, cases) => {
+            bar = progress({ label: 'prepare', total: cases, io })
+          },
+          onCase: (c) => bar?.tick(c),
+          stopRequested,
+        })()
+        if (stopRequested())
+          throw interrupted(
+            resume
+              ? `stopped before the fine-tuning resumed; the run is as it was: continue with the same options and --resume (run folder ${runDir})`
+              : 'stopped before the first step; nothing was trained: run the same command again to start',
+          )
+        if (E.isLeft(data)) throw inputError(data.left)
+        bar?.done()
+        const config = fitBatch(plan.config, data.right.train.length)
+        // The two passes of a MaCo step on two cores, as the recipes train.
+        const workers = askedWorkers ?? defaultWorkers({ workers: 2 }, config, engine)
+        io.err(
+          `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
+        )
+        const spec = networkSpec(config)
+        const passes =
+          workers > 1 ? await workerPasses(spec, engine.name, workers) : inProcess(spec)
+        const steps = progress({
+          label: 'fine-tune',
+          total: stepsPerEpoch(data.right.train.length, config.batch) * config.epochs,
+          io,
+        })
+        const inputs = {
+          parent: parent.right,
+          config: config,
+          ...data.right,
+          runDir,
+          freeze,
+          origin: {
+            recipe: `finetune of ${parent.right.name}${freeze === 'encoder' ? ', encoder frozen' : ''}`,
+            pipeline: plan.pipeline,
+            data: data.right.data,
+          },
+          passes,
+          stopRequested,
+          log: (line: string) => io.err(`${line}\n`),
+          onStep: () => steps.tick(),
+        }
+        fineTuning = true
+        try {
+          return { trained: await (resume ? resumeFinetune : finetune)(inputs)(), steps }
+        } finally {
+          await passes.close()
+        }
       },
-      passes,
-      log: (line: string) => io.err(`${line}\n`),
-      onStep: () => steps.tick(),
-    }
-    let trained: E.Either<string, Finetuned>
-    try {
-      trained = await stoppableByCtrlC(io, (stopRequested) =>
-        (resume ? resumeFinetune : finetune)({ ...inputs, stopRequested })(),
-      )
-    } finally {
-      await passes.close()
-    }
+      () => fineTuning,
+    )
     if (E.isLeft(trained)) throw runFailed(trained.left)
     const result = trained.right
     steps.done()

@@ -18,9 +18,7 @@ import { availableParallelism } from 'node:os'
 import { readFile } from 'node:fs/promises'
 import { basename, join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { runPipeline } from '../pipeline/run.ts'
-import type { Pipeline } from '../pipeline/pipeline.ts'
-import { formatStageError, type CaseRecord, type SeedEnv } from '../pipeline/stage.ts'
+import type { CaseRecord } from '../pipeline/stage.ts'
 import {
   ENGINE_CHOICES,
   loadEngine,
@@ -35,6 +33,7 @@ import {
   TrainConfig,
   applyOverrides,
   networkSpec,
+  prepareData,
   type LossPreset,
   type Overrides,
   type Recipe,
@@ -302,25 +301,19 @@ export const runRecipe = async <C extends CaseRecord>(
               : 'stopped before the first step; nothing was trained: run the same command again to start',
           )
       }
-      const cases = await r.recipe.cases(r.config, r.dataDir)()
-      if (E.isLeft(cases)) throw inputError(cases.left)
-      io.err(`data: ${cases.right.data}\n`)
-      const env = { seed: r.config.seed }
-      const prepareBar = progress({
-        label: 'prepare',
-        total: cases.right.train.length + cases.right.val.length,
-        io,
-      })
-      const opts = { onProgress: (p: { case: string }) => prepareBar.tick(p.case), stopRequested }
-      const prepare = async <Out>(pipeline: Pipeline<SeedEnv, C, Out>, inputs: readonly C[]) => {
-        const out = await runPipeline(pipeline, inputs, env, opts)()
-        untilTraining()
-        if (E.isLeft(out)) throw inputError(formatStageError(out.left))
-        return out.right
-      }
-      const trainSlices = await prepare(r.recipe.training(r.config), cases.right.train)
-      const valVolumes = await prepare(r.recipe.validation(r.config), cases.right.val)
-      prepareBar.done()
+      let bar: Progress | undefined
+      const prepared = await prepareData(r.recipe, r.config, r.dataDir, {
+        onListed: (data, cases) => {
+          io.err(`data: ${data}\n`)
+          bar = progress({ label: 'prepare', total: cases, io })
+        },
+        onCase: (c) => bar?.tick(c),
+        stopRequested,
+      })()
+      untilTraining()
+      if (E.isLeft(prepared)) throw inputError(prepared.left)
+      const { train: trainSlices, val: valVolumes, data: source } = prepared.right
+      bar?.done()
       io.err(
         `prepared ${trainSlices.length} training slices, ${valVolumes.length} validation volumes\n`,
       )
@@ -331,36 +324,33 @@ export const runRecipe = async <C extends CaseRecord>(
       const passes =
         r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
       try {
-        const data = { train: trainSlices, val: valVolumes, passes }
+        const inputs = { train: trainSlices, val: valVolumes, passes }
         const config =
           r.budget === undefined || r.resume
             ? r.config
-            : await withinBudget(r, r.budget, { ...data, stopRequested }, io, untilTraining)
+            : await withinBudget(r, r.budget, { ...inputs, stopRequested }, io, untilTraining)
         untilTraining()
         training = true
         const perEpoch = stepsPerEpoch(trainSlices.length, config.batch)
         const bars = stepBars(io, config.epochs, perEpoch)
         const outcome = await train({
           config,
-          ...data,
+          ...inputs,
           runDir: r.runDir,
           resume: r.resume,
-          origin: { recipe: r.recipeName, pipeline: r.pipeline, data: cases.right.data },
+          origin: { recipe: r.recipeName, pipeline: r.pipeline, data: source },
           stopRequested,
           onStep: bars.onStep,
           onEpoch: bars.done,
           log: (line) => io.err(`${line}\n`),
         })()
         if (E.isLeft(outcome)) throw runFailed(outcome.left)
-        return { ...outcome.right, data: cases.right.data, config }
+        return { ...outcome.right, data: source, config }
       } finally {
         await passes.close()
       }
     },
-    () =>
-      training
-        ? 'stopping after this step (Ctrl-C again to quit without a checkpoint)'
-        : 'stopping before training (Ctrl-C again to quit at once)',
+    () => training,
   )
 }
 

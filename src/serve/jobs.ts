@@ -52,8 +52,8 @@ import {
   finetunedModel,
   fitBatch,
   loadParent,
-  prepareData,
 } from '../train/finetune.ts'
+import { prepareData } from '../train/recipe.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
 import { tsWorker } from '../util/ts-worker.ts'
 import { isGzip } from '../volume/nifti.ts'

@@ -35,7 +35,7 @@
  * const parent = await loadParent('models/acdc.onnx')()                 // Right(Parent)
  * const config = finetuneConfig(parent.right, { classes, unlabelled: 4 }, { epochs: 20 })
  * const cases = await layoutCases('scans', DEFAULT_PATTERNS)()
- * const data = await prepareData(casesRecipe(cases.right), config.right)()
+ * const data = await prepareData(casesRecipe(cases.right), config.right)() // recipe.ts
  * const result = await finetune({ parent: parent.right, config: config.right, ...data.right, runDir, freeze: 'encoder' })()
  * const { onnx, card } = await finetunedModel('acdc-lge', result.right)()
  */
@@ -63,8 +63,7 @@ import {
 } from '../model/unet.ts'
 import { loadNifti } from '../pipeline/fields.ts'
 import { compose, start, then } from '../pipeline/pipeline.ts'
-import { runPipeline } from '../pipeline/run.ts'
-import { formatStageError, stage, type CaseRecord } from '../pipeline/stage.ts'
+import { stage } from '../pipeline/stage.ts'
 import type { ModelCard } from '../serve/model-card.ts'
 import { parseModelCard } from '../serve/model-card.ts'
 import { sha256Hex } from '../serve/models.ts'
@@ -74,7 +73,7 @@ import {
   decodeTrainConfig,
   networkSpec,
   selectSubjects,
-  type Recipe,
+  type DataRecipe,
   type TrainConfig,
 } from './recipe.ts'
 import { inProcess, type Passes } from './step.ts'
@@ -362,12 +361,6 @@ export const checkScribbleValues = (
     : E.left(`the scribble annotates no voxel (every voxel is unlabelled, ${unlabelled})`)
 }
 
-/** The part of a recipe that lists and prepares data (a fine-tune's config comes from its parent). */
-export type DataRecipe<C extends CaseRecord = DatasetCase> = Pick<
-  Recipe<C>,
-  'cases' | 'training' | 'validation'
->
-
 /** A recipe over given cases: loads, checks the scribble values, prepares as `maco train` does. */
 export const casesRecipe = (cases: FinetuneCases): DataRecipe => ({
   cases: (config) =>
@@ -403,36 +396,6 @@ export const casesRecipe = (cases: FinetuneCases): DataRecipe => ({
       then(validationVolume(config.input)),
     ),
 })
-
-export interface PreparedData {
-  readonly train: readonly TrainingSlice[]
-  readonly val: readonly ValidationVolume[]
-  readonly data: string
-}
-
-/** The recipe's cases as training slices and validation volumes; `onCase` after each case. */
-export const prepareData = <C extends CaseRecord>(
-  recipe: DataRecipe<C>,
-  config: TrainConfig,
-  dataDir?: string,
-  onCase?: (name: string, done: number, total: number) => void,
-): TE.TaskEither<string, PreparedData> =>
-  pipe(
-    recipe.cases(config, dataDir),
-    TE.chain((cases) => {
-      const total = cases.train.length + cases.val.length
-      let done = 0
-      const tick = { onProgress: (p: { case: string }) => onCase?.(p.case, ++done, total) }
-      const env = { seed: config.seed }
-      return pipe(
-        TE.Do,
-        TE.apS('train', runPipeline(recipe.training(config), cases.train, env, tick)),
-        TE.apS('val', runPipeline(recipe.validation(config), cases.val, env, tick)),
-        TE.mapLeft(formatStageError),
-        TE.map(({ train, val }) => ({ train, val, data: cases.data })),
-      )
-    }),
-  )
 
 /** Slices per predict call while calibrating (memory, not results: statistics are summed). */
 const CALIBRATION_CHUNK = 8

@@ -25,7 +25,8 @@ import { LossConfig } from '../maco/losses.ts'
 import { unetSpec, type UNetSpec } from '../model/unet.ts'
 import { loadNifti } from '../pipeline/fields.ts'
 import { compose, start, then, type Pipeline } from '../pipeline/pipeline.ts'
-import { stage, type CaseRecord, type SeedEnv } from '../pipeline/stage.ts'
+import { runPipeline } from '../pipeline/run.ts'
+import { formatStageError, stage, type CaseRecord, type SeedEnv } from '../pipeline/stage.ts'
 import type { Volume } from '../volume/volume.ts'
 import {
   decodeStrict,
@@ -343,3 +344,54 @@ export const datasetRecipe = (r: {
       then(validationVolume(config.input)),
     ),
 })
+
+/** The part of a recipe that lists and prepares data (a fine-tune's config comes from its parent). */
+export type DataRecipe<C extends CaseRecord = DatasetCase> = Pick<
+  Recipe<C>,
+  'cases' | 'training' | 'validation'
+>
+
+export interface PreparedData {
+  readonly train: readonly TrainingSlice[]
+  readonly val: readonly ValidationVolume[]
+  readonly data: string
+}
+
+export interface PrepareOptions {
+  /** Once the cases are listed: where the data is from, and how many cases there are. */
+  readonly onListed?: (data: string, cases: number) => void
+  /** After each case. */
+  readonly onCase?: (name: string) => void
+  /**
+   * Polled before each case: once it says true the preparation ends there, with part of the
+   * data (the caller asked for the stop, so it knows).
+   */
+  readonly stopRequested?: () => boolean
+}
+
+/** The recipe's cases as training slices and validation volumes. */
+export const prepareData = <C extends CaseRecord>(
+  recipe: DataRecipe<C>,
+  config: TrainConfig,
+  dataDir?: string,
+  opts: PrepareOptions = {},
+): TE.TaskEither<string, PreparedData> =>
+  pipe(
+    recipe.cases(config, dataDir),
+    TE.chain((cases) => {
+      opts.onListed?.(cases.data, cases.train.length + cases.val.length)
+      const run = {
+        onProgress: (p: { case: string }) => opts.onCase?.(p.case),
+        stopRequested: opts.stopRequested,
+      }
+      const env = { seed: config.seed }
+      return pipe(
+        TE.Do,
+        // One after the other (`apS` would interleave the two, and the progress with them).
+        TE.bind('train', () => runPipeline(recipe.training(config), cases.train, env, run)),
+        TE.bind('val', () => runPipeline(recipe.validation(config), cases.val, env, run)),
+        TE.mapLeft(formatStageError),
+        TE.map(({ train, val }) => ({ train, val, data: cases.data })),
+      )
+    }),
+  )

@@ -331,3 +331,42 @@ t.test('Ctrl-C stops an in-process fine-tune: 130, one line, then --resume ends 
   t.equal(resumed.code, 0, resumed.err)
   t.match(JSON.parse(resumed.out), { epochs: 2, steps: 6 })
 })
+
+t.test(
+  'Ctrl-C while the data is prepared stops there: 130, nothing trained, the same command works',
+  async (t) => {
+    const dir = t.testdir()
+    const { parent, scans } = await setup(dir)
+    const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', '1']
+    const run = join(dir, 'run')
+    const out = join(dir, 'new.onnx')
+    const listeners = process.listenerCount('SIGINT')
+    let err = ''
+    let sent = false
+    const code = await runCli(['finetune', ...argv, '--run', run, '-o', out], {
+      out: () => {},
+      err: (s) => {
+        err += s
+        if (!sent && /prepare 1\//.test(err)) {
+          sent = true
+          process.emit('SIGINT')
+        }
+      },
+      isTTY: false,
+    })
+    t.ok(sent, 'Ctrl-C was sent while preparing')
+    t.equal(code, 130, err)
+    t.match(err, /\nstopping before the first step \(Ctrl-C again to quit at once\)\n/)
+    t.equal(
+      err.trimEnd().split('\n').at(-1),
+      'maco finetune: stopped before the first step; nothing was trained: run the same command again to start',
+    )
+    t.notMatch(err, /fine-tune 1\//, 'no step was taken')
+    t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+    t.notOk(existsSync(join(run, 'last.ckpt')), 'no checkpoint')
+    t.notOk(existsSync(out), 'no model')
+    const again = await maco('finetune', ...argv, '--run', run, '-o', out, '--json')
+    t.equal(again.code, 0, again.err)
+    t.ok(existsSync(out), 'the same command fine-tunes')
+  },
+)

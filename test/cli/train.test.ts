@@ -444,7 +444,7 @@ t.test(
     ] as const) {
       const r = await ctrlCAt(phase, [...SMALL, ...args, '--out', out])
       t.equal(r.code, 130, r.err)
-      t.match(r.err, /\nstopping before training \(Ctrl-C again to quit at once\)\n/)
+      t.match(r.err, /\nstopping before the first step \(Ctrl-C again to quit at once\)\n/)
       t.equal(
         r.err.trimEnd().split('\n').at(-1),
         'maco train: stopped before the first step; nothing was trained: run the same command again to start',

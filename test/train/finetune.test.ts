@@ -22,10 +22,10 @@ import {
   layoutCases,
   onnxUNetSpec,
   parentFromOnnx,
-  prepareData,
   resumeFinetune,
   type Parent,
 } from '../../src/train/finetune.ts'
+import { prepareData } from '../../src/train/recipe.ts'
 import { Progress } from '../../src/train/trainer.ts'
 import { seeded } from '../../src/util/rng.ts'
 import { withData } from '../../src/volume/volume.ts'

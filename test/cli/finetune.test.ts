@@ -4,11 +4,10 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
 import t from 'tap'
-import { runCli } from '../../src/cli/main.ts'
 import { parseModelCard } from '../../src/serve/model-card.ts'
 import { sha256Hex } from '../../src/serve/models.ts'
 import { onnxUNetSpec } from '../../src/train/finetune.ts'
-import { maco } from '../helpers/cli.ts'
+import { maco, macoWithCtrlC } from '../helpers/cli.ts'
 import { scribbledScans } from '../helpers/scans.ts'
 import { tinyModelDir } from '../helpers/serve-fixtures.ts'
 
@@ -305,27 +304,17 @@ t.test('Ctrl-C stops an in-process fine-tune: 130, one line, then --resume ends 
   const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', '2']
   const run = join(dir, 'run')
   const out = join(dir, 'new.onnx')
-  const listeners = process.listenerCount('SIGINT')
-  let err = ''
-  let sent = false
-  const code = await runCli(['finetune', ...argv, '--run', run, '-o', out], {
-    out: () => {},
-    err: (s) => {
-      err += s
-      if (!sent && /fine-tune 1\/6/.test(err) && process.listenerCount('SIGINT') > listeners) {
-        sent = true
-        process.emit('SIGINT')
-      }
-    },
-    isTTY: false,
-  })
+  const { code, err, sent, handlerGone } = await macoWithCtrlC(
+    /fine-tune 1\/6/,
+    ...['finetune', ...argv, '--run', run, '-o', out],
+  )
   t.ok(sent, 'Ctrl-C was sent during the training')
   t.equal(code, 130)
   t.equal(
     err.trimEnd().split('\n').at(-1),
     `maco finetune: stopped after step 1; continue with the same options and --resume (run folder ${run})`,
   )
-  t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+  t.ok(handlerGone, 'the Ctrl-C handler is gone')
   t.notOk(existsSync(out), 'no model from a stopped fine-tune')
   const resumed = await maco('finetune', ...argv, '--run', run, '--resume', '-o', out, '--json')
   t.equal(resumed.code, 0, resumed.err)
@@ -340,20 +329,10 @@ t.test(
     const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', '1']
     const run = join(dir, 'run')
     const out = join(dir, 'new.onnx')
-    const listeners = process.listenerCount('SIGINT')
-    let err = ''
-    let sent = false
-    const code = await runCli(['finetune', ...argv, '--run', run, '-o', out], {
-      out: () => {},
-      err: (s) => {
-        err += s
-        if (!sent && /prepare 1\//.test(err)) {
-          sent = true
-          process.emit('SIGINT')
-        }
-      },
-      isTTY: false,
-    })
+    const { code, err, sent, handlerGone } = await macoWithCtrlC(
+      /prepare 1\//,
+      ...['finetune', ...argv, '--run', run, '-o', out],
+    )
     t.ok(sent, 'Ctrl-C was sent while preparing')
     t.equal(code, 130, err)
     t.match(err, /\nstopping before the first step \(Ctrl-C again to quit at once\)\n/)
@@ -362,7 +341,7 @@ t.test(
       'maco finetune: stopped before the first step; nothing was trained: run the same command again to start',
     )
     t.notMatch(err, /fine-tune 1\//, 'no step was taken')
-    t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+    t.ok(handlerGone, 'the Ctrl-C handler is gone')
     t.notOk(existsSync(join(run, 'last.ckpt')), 'no checkpoint')
     t.notOk(existsSync(out), 'no model')
     const again = await maco('finetune', ...argv, '--run', run, '-o', out, '--json')

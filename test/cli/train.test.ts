@@ -4,12 +4,11 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
-import { runCli } from '../../src/cli/main.ts'
 import { budgetOption, defaultWorkers } from '../../src/cli/train.ts'
 import * as acdc from '../../pipelines/acdc.ts'
 import * as mscmr from '../../pipelines/mscmr.ts'
 import { loadEngine } from '../../src/train/engine.ts'
-import { childEnv, maco } from '../helpers/cli.ts'
+import { childEnv, maco, macoWithCtrlC } from '../helpers/cli.ts'
 
 const SYNTHETIC = 'pipelines/synthetic.ts'
 /** Two phantoms (16 slices, 2 steps an epoch at batch 8) and one to validate: seconds. */
@@ -384,21 +383,11 @@ t.test(
 
 t.test('an in-process run stopped by Ctrl-C returns 130 with one line, and resumes', async (t) => {
   const out = join(t.testdir(), 'run')
-  const listeners = process.listenerCount('SIGINT')
-  let err = ''
-  let sent = false
-  const code = await runCli(['train', SYNTHETIC, '--epochs', '3', ...SMALL, '--out', out], {
-    out: () => {},
-    err: (s) => {
-      err += s
-      // The first step's progress line: the training (and its Ctrl-C handler) is under way.
-      if (!sent && /epoch 1\/3 1\/2/.test(err) && process.listenerCount('SIGINT') > listeners) {
-        sent = true
-        process.emit('SIGINT')
-      }
-    },
-    isTTY: false,
-  })
+  // At the first step's progress line the training is under way.
+  const { code, err, sent, handlerGone } = await macoWithCtrlC(
+    /epoch 1\/3 1\/2/,
+    ...['train', SYNTHETIC, '--epochs', '3', ...SMALL, '--out', out],
+  )
   t.ok(sent, 'Ctrl-C was sent during the training')
   t.equal(code, 130, 'exit code 130, returned rather than the process ended')
   t.equal(
@@ -407,7 +396,7 @@ t.test('an in-process run stopped by Ctrl-C returns 130 with one line, and resum
     'one line that says how to resume',
   )
   t.match(err, /\nstopping after this step \(Ctrl-C again to quit without a checkpoint\)\n/)
-  t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
+  t.ok(handlerGone, 'the Ctrl-C handler is gone')
   t.ok(existsSync(join(out, 'last.ckpt')), 'a checkpoint to resume from')
   const resumed = await resumeRun(out)
   t.equal(resumed.code, 0, resumed.err)
@@ -419,23 +408,10 @@ t.test(
   'Ctrl-C before the first step stops there: 130, nothing trained, the same command works',
   async (t) => {
     const ctrlCAt = async (phase: RegExp, args: readonly string[]) => {
-      const listeners = process.listenerCount('SIGINT')
-      let err = ''
-      let sent = false
-      const code = await runCli(['train', SYNTHETIC, ...args], {
-        out: () => {},
-        err: (s) => {
-          err += s
-          if (!sent && phase.test(err)) {
-            sent = true
-            process.emit('SIGINT')
-          }
-        },
-        isTTY: false,
-      })
-      t.ok(sent, `Ctrl-C was sent at ${phase}`)
-      t.equal(process.listenerCount('SIGINT'), listeners, 'the Ctrl-C handler is gone')
-      return { code, err }
+      const r = await macoWithCtrlC(phase, 'train', SYNTHETIC, ...args)
+      t.ok(r.sent, `Ctrl-C was sent at ${phase}`)
+      t.ok(r.handlerGone, 'the Ctrl-C handler is gone')
+      return r
     }
     const out = join(t.testdir(), 'run')
     for (const [phase, args] of [

@@ -15,6 +15,31 @@ export const maco = async (
 }
 
 /**
+ * `maco` in-process, with a Ctrl-C (SIGINT emitted to this process) once stderr matches `when`
+ * and a handler beyond the `listeners` there were before is in place (what the CLI installs).
+ */
+export const macoWithCtrlC = async (
+  when: RegExp,
+  ...argv: string[]
+): Promise<{ code: number; err: string; sent: boolean; handlerGone: boolean }> => {
+  const listeners = process.listenerCount('SIGINT')
+  let err = ''
+  let sent = false
+  const code = await runCli(argv, {
+    out: () => {},
+    err: (s) => {
+      err += s
+      if (!sent && when.test(err) && process.listenerCount('SIGINT') > listeners) {
+        sent = true
+        process.emit('SIGINT')
+      }
+    },
+    isTTY: false,
+  })
+  return { code, err, sent, handlerGone: process.listenerCount('SIGINT') === listeners }
+}
+
+/**
  * The environment for a `node --import tsx src/cli/main.ts ...` child process, without tap's
  * coverage (@tapjs/processinfo's switch). Such children, stopped by a signal, left V8
  * coverage whose source maps were 3 lines long for 293-line files; merged with the rest it

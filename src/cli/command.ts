@@ -58,6 +58,12 @@ export const runFailed = (message: string): CliError => new CliError(message, 1)
 /** Ctrl-C stopped the run (what to do next in `message`): exit 130, as a shell gives SIGINT. */
 export const interrupted = (message: string): CliError => new CliError(message, 130)
 
+/** Ctrl-C before a fresh run's first step: nothing was written that a rerun would refuse. */
+export const stoppedBeforeFirstStep = (): CliError =>
+  interrupted(
+    'stopped before the first step; nothing was trained: run the same command again to start',
+  )
+
 /**
  * Runs `work` with a first Ctrl-C asking it to stop (it polls `stopRequested`, e.g. after
  * each training step, and returns what it has) rather than ending the process. The handler

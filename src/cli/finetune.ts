@@ -59,6 +59,7 @@ import {
   requireString,
   runFailed,
   stoppableByCtrlC,
+  stoppedBeforeFirstStep,
   usageError,
   type Command,
   type CommandIO,
@@ -246,11 +247,11 @@ export const finetuneCommand: Command = {
           stopRequested,
         })()
         if (stopRequested())
-          throw interrupted(
-            resume
-              ? `stopped before the fine-tuning resumed; the run is as it was: continue with the same options and --resume (run folder ${runDir})`
-              : 'stopped before the first step; nothing was trained: run the same command again to start',
-          )
+          throw resume
+            ? interrupted(
+                `stopped before the fine-tuning resumed; the run is as it was: continue with the same options and --resume (run folder ${runDir})`,
+              )
+            : stoppedBeforeFirstStep()
         if (E.isLeft(data)) throw inputError(data.left)
         bar?.done()
         const config = fitBatch(plan.config, data.right.train.length)

@@ -54,6 +54,7 @@ import {
   flag,
   inputError,
   interrupted,
+  stoppedBeforeFirstStep,
   numberOption,
   optionalInteger,
   optionalString,
@@ -294,12 +295,12 @@ export const runRecipe = async <C extends CaseRecord>(
     io,
     async (stopRequested) => {
       const untilTraining = () => {
-        if (stopRequested())
-          throw interrupted(
-            r.resume
-              ? `stopped before the training resumed; the run is as it was: maco train ${r.pipeline} --out ${r.runDir} --resume`
-              : 'stopped before the first step; nothing was trained: run the same command again to start',
-          )
+        if (!stopRequested()) return
+        throw r.resume
+          ? interrupted(
+              `stopped before the training resumed; the run is as it was: maco train ${r.pipeline} --out ${r.runDir} --resume`,
+            )
+          : stoppedBeforeFirstStep()
       }
       let bar: Progress | undefined
       const prepared = await prepareData(r.recipe, r.config, r.dataDir, {

@@ -228,12 +228,12 @@ const withinBudget = async <C extends CaseRecord>(
   minutes: number,
   inputs: Omit<Parameters<typeof probeEpochCost>[0], 'config'>,
   io: CommandIO,
-  untilTraining: () => void,
 ): Promise<TrainConfig> => {
   const { config } = r
   io.err(`timing a few steps and a validation to fit the epochs into ${minutes} min\n`)
   const cost = await probeEpochCost({ ...inputs, config })
-  untilTraining()
+  // A budget is only fitted for a fresh run.
+  if (inputs.stopRequested?.()) throw stoppedBeforeFirstStep()
   if (E.isLeft(cost)) throw runFailed(cost.left)
   const perEpoch = stepsPerEpoch(inputs.train.length, config.batch)
   const fit = fitEpochs({
@@ -329,7 +329,7 @@ export const runRecipe = async <C extends CaseRecord>(
         const config =
           r.budget === undefined || r.resume
             ? r.config
-            : await withinBudget(r, r.budget, { ...inputs, stopRequested }, io, untilTraining)
+            : await withinBudget(r, r.budget, { ...inputs, stopRequested }, io)
         untilTraining()
         training = true
         const perEpoch = stepsPerEpoch(trainSlices.length, config.batch)

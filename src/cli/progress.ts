@@ -7,19 +7,12 @@
  * for (const c of cases) { work(c); p.tick(c.name) }
  * p.done()
  */
+import { formatSeconds } from '../util/duration.ts'
 import type { CommandIO } from './command.ts'
 
 export interface Progress {
   readonly tick: (note?: string, n?: number) => void
   readonly done: (note?: string) => void
-}
-
-export const formatSeconds = (s: number): string => {
-  if (!Number.isFinite(s)) return '?'
-  if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)}s`
-  const m = Math.floor(s / 60)
-  if (m < 60) return `${m}m${String(Math.round(s - m * 60)).padStart(2, '0')}s`
-  return `${Math.floor(m / 60)}h${String(m % 60).padStart(2, '0')}m`
 }
 
 export const progress = (p: {

@@ -42,6 +42,7 @@ import { maskBatch, maskingOptions, type MaskingOptions } from '../maco/masking.
 import { initialWeights, predictLogits, toParams, type Params } from '../model/tfjs-unet.ts'
 import type { UNetSpec } from '../model/unet.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
+import { formatSeconds } from '../util/duration.ts'
 import { seeded } from '../util/rng.ts'
 import { backgroundOutside, fromNetworkGrid } from '../volume/preprocess.ts'
 import { readCheckpoint, restoreState, saveState, writeCheckpoint } from './checkpoint.ts'
@@ -539,9 +540,11 @@ const describeDice = (line: EpochLine): string =>
         .join(', ') +
       ')'
 
-const describe = (line: EpochLine, epochs: number, improved: boolean): string =>
+/** The epoch's line in the log; `left`: the seconds the remaining epochs should take. */
+const describe = (line: EpochLine, epochs: number, improved: boolean, left: number): string =>
   `epoch ${line.epoch}/${epochs}: loss ${line.loss.toFixed(4)}${describeDice(line)}, ` +
-  `${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}`
+  `${line.seconds.toFixed(1)}s${improved ? ', best so far' : ''}` +
+  (line.epoch < epochs ? `; about ${formatSeconds(left)} left` : '')
 
 /** Trains (or resumes) a run; see the module comment. Left: a one-line reason. */
 export const train =
@@ -571,6 +574,8 @@ export const train =
     const log = inputs.log ?? (() => {})
     const scored = inputs.val.length > 0
     if (!scored) log('no validation set: keeping the last epoch as best')
+    // This command's epochs, validation included: what the time left is estimated from.
+    const epochTimes: number[] = []
     const record = async (line: Record<string, unknown>) => {
       history.push(line as Record<string, number>)
       await appendFile(metricsPath, `${JSON.stringify(line)}\n`)
@@ -659,7 +664,9 @@ export const train =
         }
         const saved = await checkpoint('last')
         if (E.isLeft(saved)) return saved
-        log(describe(line, config.epochs, improved))
+        epochTimes.push(seconds)
+        const meanEpoch = epochTimes.reduce((a, b) => a + b, 0) / epochTimes.length
+        log(describe(line, config.epochs, improved, meanEpoch * (config.epochs - line.epoch)))
         inputs.onEpoch?.(line)
         if (inputs.stopRequested?.() && epoch + 1 < config.epochs)
           return E.right(outcome('stopped', progress))

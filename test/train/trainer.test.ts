@@ -187,7 +187,15 @@ t.test('without validation volumes the last epoch is kept as best, unscored', as
     validation: null,
   })
   t.equal(log[0], 'no validation set: keeping the last epoch as best')
-  t.match(log[1], /^epoch 1\/2: loss \d\.\d{4}, \d+\.\ds$/)
+  t.match(
+    log[1],
+    /^epoch 1\/2: loss \d\.\d{4}, \d+\.\ds; about \d+(\.\d)?s left$/,
+    'the time left: one more epoch',
+  )
+  // Under 10 s the time left has a decimal, above it whole seconds.
+  const [, took, left] = /, (\d+\.\d)s; about (\d+(?:\.\d)?)s left$/.exec(log[1]) ?? []
+  t.ok(Math.abs(Number(left) - Number(took)) <= 0.5, `one epoch of ${took}s left, said ${left}s`)
+  t.match(log[2], /^epoch 2\/2: loss \d\.\d{4}, \d+\.\ds$/, 'nothing left after the last')
   t.notOk(
     log.some((l) => /Dice|best so far/.test(l)),
     'no score and no "best so far" in the log',

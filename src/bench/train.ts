@@ -17,8 +17,8 @@ import { DEFAULT_LOSS, macoLoss } from '../maco/losses.ts'
 import { initialWeights, toParams } from '../model/tfjs-unet.ts'
 import { DEFAULT_UNET, unetSpec } from '../model/unet.ts'
 import type { Engine } from '../train/engine.ts'
-import { workerPasses } from '../train/parallel.ts'
-import { disposeState, initialState, inProcess, trainStep, type StepBatch } from '../train/step.ts'
+import { trainingPasses } from '../train/parallel.ts'
+import { disposeState, initialState, trainStep, type StepBatch } from '../train/step.ts'
 import { seeded } from '../util/rng.ts'
 import type { Row } from './report.ts'
 import { median, ratioTo } from './stats.ts'
@@ -139,10 +139,7 @@ export const trainBench = async (
   )
   const weights = initialWeights(spec, 0)
   let state = initialState(spec, toParams(spec, weights))
-  const passes =
-    workers === 1
-      ? inProcess(spec)
-      : await workerPasses(spec, engine.name as 'wasm' | 'cpu', workers)
+  const passes = await trainingPasses(spec, engine.name, workers)
   const data = syntheticBatch(batch, size, spec.options.classes)
   const loss = (logits: tf.Tensor4D, maskedLogits: tf.Tensor4D | undefined, b: BenchBatch) =>
     macoLoss(DEFAULT_LOSS, {

@@ -21,7 +21,7 @@ import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { CARDIAC_UNLABELLED } from '../data/dataset.ts'
 import type { CaseRecord } from '../pipeline/stage.ts'
-import { workerPasses } from '../train/parallel.ts'
+import { trainingPasses } from '../train/parallel.ts'
 import {
   DEFAULT_PATTERNS,
   FINETUNE_DEFAULTS,
@@ -45,7 +45,6 @@ import {
   type PreparedData,
   type TrainConfig,
 } from '../train/recipe.ts'
-import { inProcess } from '../train/step.ts'
 import { CHECKPOINTS, stepsPerEpoch } from '../train/trainer.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
 import {
@@ -261,8 +260,7 @@ export const finetuneCommand: Command = {
           `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
         )
         const spec = networkSpec(config)
-        const passes =
-          workers > 1 ? await workerPasses(spec, engine.name, workers) : inProcess(spec)
+        const passes = await trainingPasses(spec, engine.name, workers)
         const steps = progress({
           label: 'fine-tune',
           total: stepsPerEpoch(data.right.train.length, config.batch) * config.epochs,

@@ -27,7 +27,7 @@ import {
   type EngineChoice,
 } from '../train/engine.ts'
 import { epochSeconds, fitEpochs } from '../train/budget.ts'
-import { workerPasses } from '../train/parallel.ts'
+import { trainingPasses } from '../train/parallel.ts'
 import {
   LOSS_PRESET_NAMES,
   TrainConfig,
@@ -38,7 +38,6 @@ import {
   type Overrides,
   type Recipe,
 } from '../train/recipe.ts'
-import { inProcess } from '../train/step.ts'
 import {
   CHECKPOINTS,
   METRICS_FILE,
@@ -322,8 +321,7 @@ export const runRecipe = async <C extends CaseRecord>(
       const spec = networkSpec(r.config)
       if (r.workers > 1 && !r.config.loss.mcm)
         io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
-      const passes =
-        r.workers > 1 ? await workerPasses(spec, r.engine.name, r.workers) : inProcess(spec)
+      const passes = await trainingPasses(spec, r.engine.name, r.workers)
       try {
         const inputs = { train: trainSlices, val: valVolumes, passes }
         const config =

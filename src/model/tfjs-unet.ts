@@ -56,17 +56,17 @@ type ConvOp = Extract<UNetOp, { op: 'conv' }>
 type BatchNormOp = Extract<UNetOp, { op: 'batchNorm' }>
 
 /** A conv and/or the channel-wise ops after it, run and differentiated as one. */
-interface Unit {
+export interface Unit {
   readonly kind: 'unit'
   readonly conv?: ConvOp
   readonly batchNorm?: BatchNormOp
   readonly leakyRelu: boolean
   readonly dropout: number
 }
-type Step = Unit | Extract<UNetOp, { op: 'maxPool' | 'upsample' | 'save' | 'concat' }>
+export type Step = Unit | Extract<UNetOp, { op: 'maxPool' | 'upsample' | 'save' | 'concat' }>
 
 /** Groups conv, batchNorm, leakyRelu and dropout, in that order, greedily into units. */
-const compile = (ops: readonly UNetOp[]): Step[] => {
+export const compile = (ops: readonly UNetOp[]): Step[] => {
   const rank = { conv: 0, batchNorm: 1, leakyRelu: 2, dropout: 3 } as const
   const steps: Step[] = []
   let unit:
@@ -204,13 +204,19 @@ const channelAffine = (
     }),
   })
 
-/** Inverted dropout mask (0 or 1 / (1 - rate)) drawn from `rng`, one draw per element. */
-export const dropoutMask = (shape: readonly number[], rate: number, rng: Rng): tf.Tensor => {
+/**
+ * Inverted dropout mask values (0 or 1 / (1 - rate)) drawn from `rng`, one draw per element
+ * in the order of an NHWC tensor of `shape`: every engine draws the same masks from a seed.
+ */
+export const dropoutValues = (shape: readonly number[], rate: number, rng: Rng): Float32Array => {
   const values = new Float32Array(shape.reduce((a, b) => a * b, 1))
   const keep = 1 / (1 - rate)
   for (let i = 0; i < values.length; i++) values[i] = rng.uniform() < rate ? 0 : keep
-  return tf.tensor(values, [...shape])
+  return values
 }
+
+export const dropoutMask = (shape: readonly number[], rate: number, rng: Rng): tf.Tensor =>
+  tf.tensor(dropoutValues(shape, rate, rng), [...shape])
 
 const param = (params: Params, name: string): tf.Tensor => {
   const p = params[name]

@@ -5,9 +5,10 @@
  * - `webgpu`: @tensorflow/tfjs-backend-webgpu on Dawn (the `webgpu` package): any GPU with a
  *   Vulkan driver, no CUDA libraries needed (`webgpu.ts`)
  * - `tensorflow`: @tensorflow/tfjs-node (libtensorflow on the CPU, all cores)
- * - `onnxruntime`: wasm with its convolutions on onnxruntime-node's native CPU kernels (MLAS,
- *   AVX2 / AVX-512), one thread a process like wasm; where onnxruntime-node is installed
- *   (`ort-kernels.ts`)
+ * - `onnxruntime`: where onnxruntime-node is installed, the training passes run as whole
+ *   onnxruntime graphs on its native CPU kernels (MLAS, AVX2 / AVX-512; `ort-passes.ts`), one
+ *   thread a pass; the rest (loss, Adam, validation) is wasm with its convolutions on the
+ *   same native kernels (`ort-kernels.ts`)
  * - `wasm`: @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD, one thread in Node; always there)
  * - `cpu`: @tensorflow/tfjs-backend-cpu (plain JS; the reference for tests)
  *

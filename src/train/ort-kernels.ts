@@ -35,105 +35,17 @@ import {
   type TensorInfo,
 } from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { createRequire } from 'node:module'
-import { dirname, join } from 'node:path'
+import { int, ints, tensorInfo } from '../model/onnx-proto.ts'
 import {
-  DataType,
-  encodeModel,
-  int,
-  ints,
-  tensorInfo,
-  type AttributeProto,
-  type NodeProto,
-  type TensorProto,
-  type ValueInfoProto,
-} from '../model/onnx-proto.ts'
-import { installed } from '../util/installed.ts'
+  graph,
+  int64s,
+  loadNative,
+  node,
+  openSession,
+  type NativeOrt,
+  type NativeSession,
+} from './ort-native.ts'
 import type { WasmBackend } from './wasm-kernels.ts'
-
-interface NativeTensor {
-  readonly data: Float32Array
-  readonly dims: readonly number[]
-}
-
-interface NativeSession {
-  loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: object): void
-  run(
-    feeds: Record<string, unknown>,
-    fetches: Record<string, null>,
-    options: object,
-  ): Record<string, NativeTensor>
-}
-
-interface NativeOrt {
-  readonly newSession: () => NativeSession
-  readonly tensor: (data: Float32Array, dims: readonly number[]) => unknown
-}
-
-const PACKAGE = 'onnxruntime-node'
-const require = createRequire(import.meta.url)
-let native: NativeOrt | undefined
-
-/** onnxruntime-node's binding, loaded once; Left says in one line why it cannot be. */
-const loadNative = (): E.Either<string, NativeOrt> => {
-  if (native) return E.right(native)
-  if (!installed(PACKAGE)) return E.left(`${PACKAGE} is not installed (npm i ${PACKAGE})`)
-  try {
-    const bindingFile = join(dirname(require.resolve(PACKAGE)), 'binding.js')
-    const own = createRequire(bindingFile)
-    const { binding, initOrt } = own(bindingFile) as {
-      binding: { InferenceSession: new () => NativeSession }
-      initOrt: () => void
-    }
-    // The binding makes its outputs with the Tensor of its own onnxruntime-common.
-    const { Tensor } = own('onnxruntime-common') as {
-      Tensor: new (type: 'float32', data: Float32Array, dims: readonly number[]) => unknown
-    }
-    initOrt()
-    native = {
-      newSession: () => new binding.InferenceSession(),
-      tensor: (data, dims) => new Tensor('float32', data, dims),
-    }
-    return E.right(native)
-  } catch (e) {
-    return E.left(
-      `${PACKAGE} failed to load: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`,
-    )
-  }
-}
-
-const SESSION_OPTIONS = {
-  intraOpNumThreads: 1,
-  interOpNumThreads: 1,
-  graphOptimizationLevel: 'all',
-  executionMode: 'sequential',
-}
-
-const int64s = (name: string, values: readonly number[]): TensorProto => {
-  const raw = new Uint8Array(values.length * 8)
-  const view = new DataView(raw.buffer)
-  values.forEach((v, i) => view.setBigInt64(i * 8, BigInt(v), true))
-  return { name, dims: [values.length], dataType: DataType.INT64, rawData: raw }
-}
-
-const node = (
-  opType: string,
-  input: readonly string[],
-  output: string,
-  attribute: readonly AttributeProto[] = [],
-): NodeProto => ({ name: output, opType, input, output: [output], attribute })
-
-const model = (
-  nodes: readonly NodeProto[],
-  initializer: readonly TensorProto[],
-  input: readonly ValueInfoProto[],
-  output: ValueInfoProto,
-): Uint8Array =>
-  encodeModel({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 17 }],
-    graph: { name: 'kernel', node: nodes, initializer, input, output: [output] },
-  })
 
 /** An NHWC image batch with symbolic dims. */
 const images = (name: string, channels: number) => tensorInfo(name, ['n', 'h', 'w', channels])
@@ -151,7 +63,7 @@ interface ConvGeometry {
 }
 
 const convModel = (g: ConvGeometry): Uint8Array =>
-  model(
+  graph(
     [
       node('Transpose', ['x'], 'x_nchw', [ints('perm', [0, 3, 1, 2])]),
       node('Transpose', ['filter'], 'filter_oihw', [ints('perm', [3, 2, 0, 1])]),
@@ -169,7 +81,7 @@ const convModel = (g: ConvGeometry): Uint8Array =>
       tensorInfo('filter', [g.kh, g.kw, g.ci, g.co]),
       ...(g.bias ? [tensorInfo('bias', [g.co])] : []),
     ],
-    images('y', g.co),
+    [images('y', g.co)],
   )
 
 /**
@@ -186,7 +98,7 @@ const filterGradModel = (g: Omit<ConvGeometry, 'strides' | 'dilations' | 'bias'>
   const [top, left, bottom, right] = g.pads
   const taps = Array.from({ length: g.kh * g.kw }, (_, t) => [Math.floor(t / g.kw), t % g.kw])
   const tap = ([i, j]: number[]) => `${i}_${j}`
-  return model(
+  return graph(
     [
       node('Pad', ['x', 'pads'], 'x_padded'),
       node('Shape', ['x_padded'], 'padded_shape'),
@@ -232,7 +144,7 @@ const filterGradModel = (g: Omit<ConvGeometry, 'strides' | 'dilations' | 'bias'>
       int64s('filter_shape', [g.kh, g.kw, g.ci, g.co]),
     ],
     [images('x', g.ci), images('dy', g.co)],
-    tensorInfo('y', [g.kh, g.kw, g.ci, g.co]),
+    [tensorInfo('y', [g.kh, g.kw, g.ci, g.co])],
   )
 }
 
@@ -241,14 +153,8 @@ const sessions = new Map<string, NativeSession>()
 const sessionFor = (ort: NativeOrt, key: string, build: () => Uint8Array): NativeSession => {
   const known = sessions.get(key)
   if (known) return known
-  const bytes = build()
-  const session = ort.newSession()
-  session.loadModel(
-    bytes.buffer as ArrayBuffer,
-    bytes.byteOffset,
-    bytes.byteLength,
-    SESSION_OPTIONS,
-  )
+  // One thread each: a training uses more cores through worker threads, as on wasm.
+  const session = openSession(ort, build(), 1)
   sessions.set(key, session)
   return session
 }

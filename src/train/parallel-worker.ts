@@ -1,21 +1,24 @@
 /**
  * The worker thread of `parallel.ts`: loads its own engine, then runs training forward
- * passes and their backwards on request, keeping each pass until its backward arrives.
+ * passes and their backwards on request, keeping each pass until its backward arrives. The
+ * passes are this thread's runner for the engine (`singlePasses`): onnxruntime graphs on the
+ * `onnxruntime` engine, tfjs elsewhere.
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { parentPort } from 'node:worker_threads'
-import { forwardTrain, toParams, type Params, type TrainForward } from '../model/tfjs-unet.ts'
+import { toParams, type Params } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
-import { seeded } from '../util/rng.ts'
 import { loadEngine } from './engine.ts'
-import { pack, unpack, type FromWorker, type ToWorker } from './parallel.ts'
+import { pack, singlePasses, unpack, type FromWorker, type ToWorker } from './parallel.ts'
+import type { Pass, Passes } from './step.ts'
 
 const port = parentPort
 if (!port) throw new Error('parallel-worker.ts runs only as a worker thread')
 
 let spec: UNetSpec | undefined
-const passes = new Map<number, { pass: TrainForward; params: Params; image: tf.Tensor }>()
+let runner: Passes | undefined
+const passes = new Map<number, { pass: Pass; params: Params; image: tf.Tensor }>()
 
 const reply = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer)
 
@@ -24,14 +27,14 @@ const handle = async (m: ToWorker): Promise<void> => {
     const r = await loadEngine(m.engine)()
     if (E.isLeft(r)) throw new Error(r.left)
     spec = m.spec
+    runner = singlePasses(m.spec, m.engine)
     return reply({ type: 'ready', id: -1 })
   }
-  if (!spec) throw new Error('worker used before init')
+  if (!spec || !runner) throw new Error('worker used before init')
   if (m.type === 'forward') {
     const params = toParams(spec, unpack(parameterShapes(spec), m.weights))
     const image = tf.tensor4d(m.image, [...m.shape])
-    const [seed, ...labels] = m.seed
-    const pass = forwardTrain(spec, params, image, seeded(seed, ...labels))
+    const [pass] = await runner.forward(params, [image as tf.Tensor4D], [m.seed])
     passes.set(m.id, { pass, params, image })
     const logits = (await pass.logits.data()) as Float32Array
     const stats = Object.fromEntries(
@@ -56,7 +59,7 @@ const handle = async (m: ToWorker): Promise<void> => {
   passes.delete(m.id)
   const dLogits = tf.tensor4d(m.dLogits, held.pass.logits.shape)
   try {
-    const grads = held.pass.backward(dLogits)
+    const grads = await held.pass.backward(dLogits)
     const trainable = parameterShapes(spec).filter((p) => p.trainable)
     const packed = pack(trainable, (n) => grads[n].dataSync() as Float32Array)
     tf.dispose(Object.values(grads))

@@ -16,8 +16,10 @@ import * as tf from '@tensorflow/tfjs-core'
 import type { Worker } from 'node:worker_threads'
 import type { BatchStats } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
-import type { Pass, Passes } from './step.ts'
-import type { EngineName } from './engine.ts'
+import * as E from 'fp-ts/lib/Either.js'
+import { singleThreaded, type EngineName } from './engine.ts'
+import { ortPasses } from './ort-passes.ts'
+import { inProcess, type Pass, type Passes } from './step.ts'
 import { tsWorker } from '../util/ts-worker.ts'
 
 /** Messages to a worker. */
@@ -79,6 +81,30 @@ interface Pending {
 }
 
 const WORKER_URL = new URL('./parallel-worker.ts', import.meta.url)
+
+/**
+ * The passes of one thread for an engine: the `onnxruntime` engine's as whole onnxruntime
+ * graphs on one thread (ort-passes.ts), every other engine's in tfjs (`inProcess`).
+ */
+export const singlePasses = (spec: UNetSpec, engine: EngineName): Passes => {
+  if (engine !== 'onnxruntime') return inProcess(spec)
+  const graphs = ortPasses(spec, 1)
+  if (E.isLeft(graphs)) throw new Error(graphs.left)
+  return graphs.right
+}
+
+/**
+ * The passes of a training step on `engine` with `workers` threads: one per pass on worker
+ * threads for the single-threaded engines (onnxruntime, wasm, cpu), else this thread's.
+ */
+export const trainingPasses = async (
+  spec: UNetSpec,
+  engine: EngineName,
+  workers: number,
+): Promise<Passes> =>
+  workers > 1 && singleThreaded(engine)
+    ? workerPasses(spec, engine, workers)
+    : singlePasses(spec, engine)
 
 export const workerPasses = async (
   spec: UNetSpec,

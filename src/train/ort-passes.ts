@@ -9,7 +9,7 @@
  * What stays in tfjs is what the step does between and after the passes (the MaCo loss, the
  * moving averages, Adam): a pass takes the weights, images and dropout seeds as tfjs
  * tensors and gives back tfjs tensors, so `trainStep` runs unchanged. The dropout masks are
- * drawn from the same seeded RNG in the same order as on every other engine.
+ * drawn from the same seeded RNG in the same order as on every other engine (`maskNchw`).
  *
  * The backward, per op (x the input, g the gradient of the output, sums over batch and space):
  * - conv: the filter gradient as one MatMul per kernel tap over a contiguous range of the
@@ -32,7 +32,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { compile, dropoutValues, type BatchStats, type Params } from '../model/tfjs-unet.ts'
+import { compile, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import {
   float,
   int,
@@ -45,7 +45,7 @@ import {
   type ValueInfoProto,
 } from '../model/onnx-proto.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
-import { seeded } from '../util/rng.ts'
+import { seeded, type Rng } from '../util/rng.ts'
 import {
   floats,
   graph,
@@ -151,6 +151,23 @@ const transposed = (m: Float32Array, rows: number, columns: number): Float32Arra
   return t
 }
 
+/**
+ * `dropoutValues` laid out NCHW: the same draws, in the same (NHWC) order, each written
+ * where NCHW keeps it, so the masks are every other engine's.
+ */
+export const maskNchw = ([n, c, h, w]: Dims, rate: number, rng: Rng): Float32Array => {
+  const values = new Float32Array(n * c * h * w)
+  const keep = 1 / (1 - rate)
+  const plane = h * w
+  for (let b = 0; b < n; b++)
+    for (let p = 0; p < plane; p++) {
+      const first = b * c * plane + p
+      for (let channel = 0; channel < c; channel++)
+        values[first + channel * plane] = rng.uniform() < rate ? 0 : keep
+    }
+  return values
+}
+
 /** HWIO (tfjs) kernel input `name` as OIHW. */
 const oihw = (b: Builder, name: string) => b.op1('Transpose', [name], [ints('perm', [3, 2, 0, 1])])
 
@@ -210,7 +227,7 @@ interface PassGraphs {
   readonly backward: NativeSession
   /** Forward outputs the backward reads, by name. */
   readonly saved: readonly string[]
-  /** Per dropout unit in program order: the NHWC shape of its mask and its rate. */
+  /** Per dropout unit in program order: the NCHW shape of its mask and its rate. */
   readonly masks: readonly { readonly name: string; readonly shape: Dims; readonly rate: number }[]
   /** The batch norms, whose batch statistics the forward returns. */
   readonly batchNorms: readonly string[]
@@ -298,8 +315,8 @@ const buildGraphs = (
       if (s.leakyRelu) z = f.op1('LeakyRelu', [z], [float('alpha', leakySlope)])
       if (s.dropout > 0) {
         const name = `mask${masks.length}`
-        masks.push({ name, shape: [n, shape[2], shape[3], c], rate: s.dropout })
-        z = f.op1('Mul', [z, f.op1('Transpose', [name], [ints('perm', [0, 3, 1, 2])])])
+        masks.push({ name, shape: [n, c, shape[2], shape[3]], rate: s.dropout })
+        z = f.op1('Mul', [z, name])
         tape.mask = name
       }
       if (s.leakyRelu) tape.out = z
@@ -378,8 +395,7 @@ const buildGraphs = (
     const tape = tapes[i]
     const at = shapeAt[i]
     if ('kind' in s) {
-      if (tape.mask)
-        g = b.op1('Mul', [g, b.op1('Transpose', [tape.mask], [ints('perm', [0, 3, 1, 2])])])
+      if (tape.mask) g = b.op1('Mul', [g, tape.mask])
       if (tape.out) {
         const positive = b.op1('Greater', [tape.out, b.constant(Float32Array.of(0), [])])
         const slope = b.op1('Where', [
@@ -520,7 +536,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
     const gs = graphsFor([n, h, w])
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
     const masks = gs.masks.map(
-      (m) => [m.name, feed(dropoutValues(m.shape, m.rate, rng), m.shape)] as const,
+      (m) => [m.name, feed(maskNchw(m.shape, m.rate, rng), m.shape)] as const,
     )
     const imageFeed = feed(image.dataSync() as Float32Array, [n, h, w, c])
     const weightFeed = (name: string) =>

@@ -1,9 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
-import { initialWeights, toParams, type Params } from '../../src/model/tfjs-unet.ts'
+import { dropoutValues, initialWeights, toParams, type Params } from '../../src/model/tfjs-unet.ts'
 import { unetSpec, type UNetSpec } from '../../src/model/unet.ts'
-import { ortPasses, upsampleMatrix } from '../../src/train/ort-passes.ts'
+import { maskNchw, ortPasses, upsampleMatrix } from '../../src/train/ort-passes.ts'
 import {
   disposeState,
   initialState,
@@ -157,4 +157,16 @@ t.test('steps on the graphs leave no tensors behind, and repeat exactly', async 
   t.not(first.losses[0], first.losses[3], 'it trains')
   tf.dispose(Object.values(batch))
   await graphs.right.close()
+})
+
+t.test('dropout masks are the NHWC draws of every other engine, laid out NCHW', async (t) => {
+  const nhwc = dropoutValues([2, 3, 4, 5], 0.3, seeded(4, 'mask'))
+  const nchw = maskNchw([2, 5, 3, 4], 0.3, seeded(4, 'mask'))
+  const at = (b: number, y: number, x: number, c: number) => ((b * 3 + y) * 4 + x) * 5 + c
+  const ok = Array.from(nchw).every((v, i) => {
+    const [b, c, y, x] = [Math.floor(i / 60), Math.floor(i / 12) % 5, Math.floor(i / 4) % 3, i % 4]
+    return v === nhwc[at(b, y, x, c)]
+  })
+  t.ok(ok, 'element (b, c, y, x) is NHWC element (b, y, x, c)')
+  t.ok(nchw.some((v) => v === 0) && nchw.some((v) => v > 1), 'both dropped and kept')
 })

@@ -481,6 +481,7 @@ export const isEncoderWeight = (name: string): boolean => /^enc\d+\./.test(name)
 
 /** Passes whose backward leaves out (and frees) the gradients of frozen weights, so Adam never moves them. */
 export const freezing = (passes: Passes, frozen: (name: string) => boolean): Passes => ({
+  ...passes,
   forward: async (params, images, seeds) =>
     (await passes.forward(params, images, seeds)).map((pass) => ({
       ...pass,
@@ -494,7 +495,6 @@ export const freezing = (passes: Passes, frozen: (name: string) => boolean): Pas
         return Object.fromEntries(Object.entries(grads).filter(([k]) => !frozen(k)))
       },
     })),
-  close: () => passes.close(),
 })
 
 export interface FinetuneInputs {
@@ -611,7 +611,14 @@ const runFinetune = async (
     }
     if (inputs.val.length > 0 && !start.newHead) {
       const params = toParams(spec, weights)
-      parentValidation = await validate(spec, params, inputs.val, config.classes, config.batch)
+      parentValidation = await validate(
+        spec,
+        params,
+        inputs.val,
+        config.classes,
+        config.batch,
+        inputs.passes?.inference,
+      )
       tf.dispose(Object.values(params))
     }
     const written = await writeCheckpoint(

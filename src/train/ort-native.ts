@@ -34,6 +34,7 @@ export interface NativeSession {
     fetches: Record<string, null>,
     options: object,
   ): Record<string, NativeTensor>
+  dispose(): void
 }
 
 export interface NativeOrt {

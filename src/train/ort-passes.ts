@@ -24,7 +24,8 @@
  * - concat: the channel ranges of g; a saved skip adds the gradient that comes back to it.
  *
  * One pair of sessions per batch geometry (n, h, w): the shapes are fixed, so onnxruntime
- * plans all memory once. `threads` is onnxruntime's intra-op thread count.
+ * plans all memory once. `threads` is onnxruntime's intra-op thread count. Validation runs
+ * on onnxruntime too (`ortInference`).
  *
  * @example
  * const passes = ortPasses(spec, 2)   // Either<string, Passes>: Left when onnxruntime-node is absent
@@ -32,7 +33,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { compile, type BatchStats, type Params } from '../model/tfjs-unet.ts'
+import { compile, fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
+import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
 import {
   float,
   int,
@@ -55,7 +57,7 @@ import {
   type NativeOrt,
   type NativeSession,
 } from './ort-native.ts'
-import type { Pass, Passes } from './step.ts'
+import type { Inference, Pass, Passes } from './step.ts'
 
 type Dims = readonly number[]
 
@@ -595,6 +597,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
   }
 
   return E.right({
+    inference: ortInference(ort, spec, threads),
     forward: async (params: Params, images, seeds) => {
       const weights = new Map(
         parameterShapes(spec).map((p) => [p.name, params[p.name].dataSync() as Float32Array]),
@@ -604,3 +607,21 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
     close: async () => geometries.clear(),
   })
 }
+
+/**
+ * Validation on onnxruntime: the weights exported as `maco export` writes them (batch norm
+ * folded into the convs) and run as `maco predict` runs a model in Node, so the in-run
+ * validation scores what the exported checkpoint will predict.
+ */
+export const ortInference =
+  (ort: NativeOrt, spec: UNetSpec, threads: number) =>
+  async (params: Params): Promise<Inference> => {
+    const session = openSession(ort, exportOnnx(spec, await fromParams(spec, params)), threads)
+    return {
+      probabilities: async (slices, dims) =>
+        session.run({ [INPUT_NAME]: ort.tensor(slices, dims) }, { [PROBABILITIES_NAME]: null }, {})[
+          PROBABILITIES_NAME
+        ].data,
+      release: () => session.dispose(),
+    }
+  }

@@ -18,7 +18,8 @@ import type { BatchStats } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import * as E from 'fp-ts/lib/Either.js'
 import { singleThreaded, type EngineName } from './engine.ts'
-import { ortPasses } from './ort-passes.ts'
+import { loadNative } from './ort-native.ts'
+import { ortInference, ortPasses } from './ort-passes.ts'
 import { inProcess, type Pass, type Passes } from './step.ts'
 import { tsWorker } from '../util/ts-worker.ts'
 
@@ -186,5 +187,11 @@ export const workerPasses = async (
       }
     })
   }
-  return { forward, close: async () => void (await Promise.all(workers.map((w) => w.terminate()))) }
+  // Between the steps the workers wait: validation takes their cores on this thread.
+  const native = engine === 'onnxruntime' ? loadNative() : undefined
+  return {
+    forward,
+    ...(native && E.isRight(native) ? { inference: ortInference(native.right, spec, count) } : {}),
+    close: async () => void (await Promise.all(workers.map((w) => w.terminate()))),
+  }
 }

@@ -20,6 +20,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import { readsOnlyAsync } from '../maco/losses.ts'
 import {
   forwardTrain,
+  predictLogits,
   updateMovingStats,
   type BatchStats,
   type Params,
@@ -70,6 +71,18 @@ export interface Pass {
   readonly backward: (dLogits: tf.Tensor4D) => Promise<Record<string, tf.Tensor>>
 }
 
+/**
+ * The network of some weights in inference mode (moving statistics, no dropout): class
+ * probabilities, NCHW, of a batch of slices given NCHW; `release` frees it.
+ */
+export interface Inference {
+  readonly probabilities: (
+    slices: Float32Array,
+    dims: readonly [number, number, number, number],
+  ) => Promise<Float32Array>
+  readonly release: () => void
+}
+
 /** Runs training forward passes of the same weights, one per image batch. */
 export interface Passes {
   readonly forward: (
@@ -77,8 +90,28 @@ export interface Passes {
     images: readonly tf.Tensor4D[],
     dropoutSeeds: readonly (readonly (string | number)[])[],
   ) => Promise<Pass[]>
+  /** How validation runs the network on this engine; absent: tfjs on this thread. */
+  readonly inference?: (params: Params) => Promise<Inference>
   readonly close: () => Promise<void>
 }
+
+/** The network on this thread's tfjs engine (what validation uses when passes bring none). */
+export const tfjsInference =
+  (spec: UNetSpec) =>
+  async (params: Params): Promise<Inference> => ({
+    probabilities: async (slices, [n, c, h, w]) => {
+      const probabilities = tf.tidy(() =>
+        tf.transpose(
+          tf.softmax(predictLogits(spec, params, tf.tensor4d(slices, [n, h, w, c]))),
+          [0, 3, 1, 2],
+        ),
+      )
+      const values = (await probabilities.data()) as Float32Array
+      probabilities.dispose()
+      return values
+    },
+    release: () => {},
+  })
 
 /** Passes on this thread's engine, one after the other. */
 export const inProcess = (spec: UNetSpec): Passes => ({

@@ -39,7 +39,7 @@ import { join } from 'node:path'
 import { dice } from '../eval/metrics.ts'
 import { macoLoss, type LossInputs } from '../maco/losses.ts'
 import { maskBatch, maskingOptions, type MaskingOptions } from '../maco/masking.ts'
-import { initialWeights, predictLogits, toParams, type Params } from '../model/tfjs-unet.ts'
+import { initialWeights, toParams, type Params } from '../model/tfjs-unet.ts'
 import type { UNetSpec } from '../model/unet.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
 import { formatSeconds } from '../util/duration.ts'
@@ -52,7 +52,9 @@ import {
   disposeState,
   initialState,
   inProcess,
+  tfjsInference,
   trainStep,
+  type Inference,
   type Passes,
   type StepBatch,
   type TrainState,
@@ -327,33 +329,35 @@ export const validate = async (
   volumes: readonly ValidationVolume[],
   classNames: readonly string[],
   batch: number,
+  inference: (params: Params) => Promise<Inference> = tfjsInference(spec),
 ): Promise<Omit<Validation, 'epoch'>> => {
   const classes = classNames.length
   const sums = new Float64Array(classes)
-  for (const v of volumes) {
-    const [nx, ny, nz] = v.dims
-    const [w, h] = v.plan.network.size
-    const toNative = fromNetworkGrid(v.plan, backgroundOutside(classes))
-    const pred = new Uint8Array(nx * ny * nz)
-    for (let k = 0; k < nz; k += batch) {
-      const n = Math.min(batch, nz - k)
-      const probabilities = tf.tidy(() => {
-        const x = tf.tensor4d(v.image.subarray(k * w * h, (k + n) * w * h), [n, h, w, 1])
-        return tf.transpose(tf.softmax(predictLogits(spec, params, x)), [0, 3, 1, 2])
-      })
-      const native = toNative((await probabilities.data()) as Float32Array)
-      probabilities.dispose()
-      const plane = nx * ny
-      for (let s = 0; s < n; s++)
-        for (let i = 0; i < plane; i++) {
-          let best = 0
-          for (let c = 1; c < classes; c++)
-            if (native[(s * classes + c) * plane + i] > native[(s * classes + best) * plane + i])
-              best = c
-          pred[(k + s) * plane + i] = best
-        }
+  const network = await inference(params)
+  try {
+    for (const v of volumes) {
+      const [nx, ny, nz] = v.dims
+      const [w, h] = v.plan.network.size
+      const toNative = fromNetworkGrid(v.plan, backgroundOutside(classes))
+      const pred = new Uint8Array(nx * ny * nz)
+      for (let k = 0; k < nz; k += batch) {
+        const n = Math.min(batch, nz - k)
+        const slices = v.image.subarray(k * w * h, (k + n) * w * h)
+        const native = toNative(await network.probabilities(slices, [n, 1, h, w]))
+        const plane = nx * ny
+        for (let s = 0; s < n; s++)
+          for (let i = 0; i < plane; i++) {
+            let best = 0
+            for (let c = 1; c < classes; c++)
+              if (native[(s * classes + c) * plane + i] > native[(s * classes + best) * plane + i])
+                best = c
+            pred[(k + s) * plane + i] = best
+          }
+      }
+      for (let c = 1; c < classes; c++) sums[c] += dice(pred, v.label, c)
     }
-    for (let c = 1; c < classes; c++) sums[c] += dice(pred, v.label, c)
+  } finally {
+    network.release()
   }
   const perClass = Object.fromEntries(
     classNames.slice(1).map((name, i) => [name, sums[i + 1] / Math.max(volumes.length, 1)]),
@@ -409,9 +413,16 @@ export const probeEpochCost = async (
     const stepSeconds = (performance.now() - started) / 1000 / steps
     const timed = inputs.val.slice(0, 2)
     const slices = (vs: readonly ValidationVolume[]) => vs.reduce((n, v) => n + v.dims[2], 0)
-    await validate(spec, state.params, timed.slice(0, 1), config.classes, config.batch)
+    await validate(
+      spec,
+      state.params,
+      timed.slice(0, 1),
+      config.classes,
+      config.batch,
+      passes.inference,
+    )
     const validationStarted = performance.now()
-    await validate(spec, state.params, timed, config.classes, config.batch)
+    await validate(spec, state.params, timed, config.classes, config.batch, passes.inference)
     const validationSeconds =
       timed.length === 0
         ? 0
@@ -630,6 +641,7 @@ export const train =
               inputs.val,
               config.classes,
               config.batch,
+              passes.inference,
             )
           : undefined
         const seconds = performance.now() / 1000 - started

@@ -11,9 +11,12 @@ import {
   trainStep,
   type Passes,
 } from '../../src/train/step.ts'
+import { networkSpec } from '../../src/train/recipe.ts'
+import { validate } from '../../src/train/trainer.ts'
 import { installed } from '../../src/util/installed.ts'
 import { seeded } from '../../src/util/rng.ts'
 import { use } from '../helpers/conv-cases.ts'
+import { prepared, tiny } from '../helpers/tiny-training.ts'
 
 if (!installed('onnxruntime-node')) {
   t.comment('skipped: onnxruntime-node is not installed (npm i onnxruntime-node)')
@@ -169,4 +172,29 @@ t.test('dropout masks are the NHWC draws of every other engine, laid out NCHW', 
   })
   t.ok(ok, 'element (b, c, y, x) is NHWC element (b, y, x, c)')
   t.ok(nchw.some((v) => v === 0) && nchw.some((v) => v > 1), 'both dropped and kept')
+})
+
+t.test('validation on onnxruntime scores as validation on tfjs', async (t) => {
+  const config = tiny
+  const { val } = await prepared(config)
+  const spec = networkSpec(config)
+  const params = toParams(spec, initialWeights(spec, 11))
+  const graphs = ortPasses(spec)
+  if (E.isLeft(graphs) || !graphs.right.inference) throw new Error('no onnxruntime inference')
+  const onTfjs = await validate(spec, params, val, config.classes, config.batch)
+  const onOrt = await validate(
+    spec,
+    params,
+    val,
+    config.classes,
+    config.batch,
+    graphs.right.inference,
+  )
+  t.equal(onOrt.volumes, onTfjs.volumes)
+  for (const [name, dice] of Object.entries(onTfjs.classes))
+    t.ok(
+      Math.abs(onOrt.classes[name] - dice) < 1e-3,
+      `${name}: ${onOrt.classes[name]} against ${dice}`,
+    )
+  tf.dispose(Object.values(params))
 })

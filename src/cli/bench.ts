@@ -118,8 +118,8 @@ const train: Prepare = async (args, io, all) => {
     throw usageError(
       `--workers 2 is for the single-threaded engines (onnxruntime, wasm, cpu); '${engine.name}' runs in one process`,
     )
-  // The whole suite compares one worker with two where two can help, and the native convs
-  // with wasm's own where auto took them, unless told otherwise.
+  // The whole suite compares one worker with two where two can help, and the onnxruntime
+  // engine's graphs with wasm where auto took onnxruntime, unless told otherwise.
   const counts =
     all && args.values.workers === undefined && singleThreaded(engine.name) ? [1, 2] : [workers]
   const engines =
@@ -218,7 +218,7 @@ export const bench: Command = {
     'cpl:   ms per slice of continuous pseudo labels (4 classes), against scipy (5.9 ms at 256 px, once)',
     'serve: POST /segment of a 10-slice .nii.gz, 1 and 8 clients, against segmentVolume without HTTP',
     'The whole suite runs train with 1 and with 2 workers (onnxruntime, wasm, cpu), and on wasm too',
-    'where auto took onnxruntime (the native convs against wasm, in the same run).',
+    'where auto took onnxruntime (its onnxruntime graphs against wasm, in the same run).',
     '',
     '  --size PX        image / slice size, a multiple of 16, 32..1024 (default 256); serve: the',
     "                   random model's input (a model file's card gives its own)",
@@ -231,7 +231,8 @@ export const bench: Command = {
     '  --workers 1|2    worker threads running the two forward/backward passes (onnxruntime, wasm,',
     '                   cpu)',
     '  --steps N        timed steps after one warm-up (default 3); the median is reported',
-    '  --profile        then time one more step per kernel (top kernels on stderr, all in the JSON)',
+    '  --profile        then time one more step per tfjs kernel (top kernels on stderr, all in the',
+    '                   JSON; on onnxruntime the passes run as onnxruntime graphs, outside them)',
     '                   {"engine","size","batch","base","workers","msPerStep","imagesPerSecond","stepsMs",',
     '                   "reference","ratio"[,"kernels"]}',
     'infer, serve:',

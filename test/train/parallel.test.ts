@@ -52,7 +52,7 @@ const run = async (passes: Passes, steps: number) => {
   return { losses, weights, counts }
 }
 
-// onnxruntime: wasm with native convs, where onnxruntime-node is installed.
+// onnxruntime: its passes as onnxruntime graphs, where onnxruntime-node is installed.
 for (const name of [
   'wasm',
   ...(installed('onnxruntime-node') ? ['onnxruntime' as const] : []),

@@ -13,10 +13,10 @@
  * await passes.close()
  */
 import * as tf from '@tensorflow/tfjs-core'
+import * as E from 'fp-ts/lib/Either.js'
 import type { Worker } from 'node:worker_threads'
 import type { BatchStats } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
-import * as E from 'fp-ts/lib/Either.js'
 import { singleThreaded, type EngineName } from './engine.ts'
 import { loadNative } from './ort-native.ts'
 import { ortInference, ortPasses } from './ort-passes.ts'

@@ -102,7 +102,13 @@ export const tfjsInference =
     probabilities: async (slices, [n, c, h, w]) => {
       const probabilities = tf.tidy(() =>
         tf.transpose(
-          tf.softmax(predictLogits(spec, params, tf.tensor4d(slices, [n, h, w, c]))),
+          tf.softmax(
+            predictLogits(
+              spec,
+              params,
+              tf.transpose(tf.tensor4d(slices, [n, c, h, w]), [0, 2, 3, 1]) as tf.Tensor4D,
+            ),
+          ),
           [0, 3, 1, 2],
         ),
       )

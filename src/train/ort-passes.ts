@@ -61,11 +61,10 @@ import type { Inference, Pass, Passes } from './step.ts'
 
 type Dims = readonly number[]
 
-/** An ONNX graph under construction: fresh value names, shapes tracked where known. */
+/** An ONNX graph under construction, its values named `prefix` and a counter. */
 const builder = (prefix: string) => {
   const nodes: NodeProto[] = []
   const initializers: TensorProto[] = []
-  const dims = new Map<string, Dims>()
   let count = 0
   const op = (
     type: string,
@@ -86,18 +85,9 @@ const builder = (prefix: string) => {
   return {
     nodes,
     initializers,
-    dims,
-    /** One op with one output; `shape` records it where a later op needs it. */
-    op1: (
-      type: string,
-      inputs: readonly string[],
-      attrs?: readonly AttributeProto[],
-      shape?: Dims,
-    ) => {
-      const [name] = op(type, inputs, attrs)
-      if (shape) dims.set(name, shape)
-      return name
-    },
+    /** One op with one output. */
+    op1: (type: string, inputs: readonly string[], attrs?: readonly AttributeProto[]) =>
+      op(type, inputs, attrs)[0],
     op,
     /** One op whose output has a given name (a graph output). */
     named: (
@@ -604,7 +594,10 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
       )
       return images.map((image, i) => pass(weights, image, seeds[i]))
     },
-    close: async () => geometries.clear(),
+    close: async () => {
+      for (const g of geometries.values()) [g.forward, g.backward].forEach((s) => s.dispose())
+      geometries.clear()
+    },
   })
 }
 

@@ -12,7 +12,7 @@
  *   1.4% (39% of one volume). The paper's UNet (base 16, 1.8 M parameters), Adam 1e-3 with
  *   poly decay, 50 epochs of 172 steps (batch 4), the two passes of a step on two worker
  *   threads. Measured on these machines with the `onnxruntime` engine (what `auto` takes
- *   where onnxruntime-node is installed: wasm with native convs): preparing the 100 volumes
+ *   where onnxruntime-node is installed; then wasm with native convs): preparing the 100 volumes
  *   takes 7 s, a step 0.56 s, an epoch 96-104 s with the validation of the 30 val volumes;
  *   the 50 epochs took 87 minutes. On wasm alone a step takes 0.77 s (about 2 hours). Raw
  *   mean Dice on val 0.845 (best epoch 48), HD95 9.2 mm, where base width 8 (456 k
@@ -23,7 +23,8 @@
  *   Two-core machines differ: on one (AVX2 only) the same step took 1.5 s, where 50 epochs
  *   would take about 4 hours; so the recipe has a budget of 90 minutes (`CPU_BUDGET`,
  *   src/train/budget.ts) and trains as many of its 50 epochs as fit there: 18 (83 minutes,
- *   val Dice 0.806 raw, 0.824 with LCC).
+ *   val Dice 0.806 raw, 0.824 with LCC); since the engine runs its passes as whole
+ *   onnxruntime graphs (a step 1.15 s there), 22 (85 minutes, 0.816 raw, 0.833 with LCC).
  *
  * Both augment every training slice as WSL4MIS does (quarter turns and flips, or a rotation
  * up to 20 degrees; src/train/augment.ts): without it the pCE baseline overfit (val Dice
@@ -85,7 +86,7 @@ export const cpu: TrainConfig = {
 export const workers = 2
 
 // The minutes the `cpu` recipe promises: on a machine too slow for its 50 epochs in that time,
-// it trains as many as fit (src/train/budget.ts): 18 where a step took 1.49 s.
+// it trains as many as fit (src/train/budget.ts): 22 where a step took 1.15 s.
 export const CPU_BUDGET = 90
 
 const recipe = (summary: string, config: TrainConfig, budget?: number) =>

@@ -65,7 +65,14 @@ import {
   type Parsed,
 } from './command.ts'
 import { progress, type Progress } from './progress.ts'
-import { defaultWorkers, engineFor, loadRecipes, pickRecipe, workersOption } from './train.ts'
+import {
+  defaultWorkers,
+  engineFor,
+  loadRecipes,
+  pickRecipe,
+  threadsPhrase,
+  workersOption,
+} from './train.ts'
 
 const freezeOf = (args: Parsed): Freeze => {
   const v = optionalString(args, 'freeze') ?? 'none'
@@ -257,10 +264,10 @@ export const finetuneCommand: Command = {
         // The two passes of a MaCo step on two cores, as the recipes train.
         const workers = askedWorkers ?? defaultWorkers({ workers: 2 }, config, engine)
         io.err(
-          `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
+          `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${threadsPhrase(workers, config)}\n`,
         )
         const spec = networkSpec(config)
-        const passes = await trainingPasses(spec, engine.name, workers)
+        const passes = await trainingPasses(spec, engine.name, workers, config.loss.mcm ? 2 : 1)
         const steps = progress({
           label: 'fine-tune',
           total: stepsPerEpoch(data.right.train.length, config.batch) * config.epochs,

@@ -129,7 +129,8 @@ export const workersOption = (args: Parsed): number | undefined =>
 
 /**
  * The recipe's worker threads where the flag is absent, when they can help: a
- * single-threaded engine, two passes a step (MCM), and a core for each.
+ * single-threaded engine, a core for each, and two passes a step (MCM) to share out, or
+ * onnxruntime, which runs the one pass of a step without MCM on that many threads.
  */
 export const defaultWorkers = (
   recipe: Pick<Recipe, 'workers'>,
@@ -137,9 +138,13 @@ export const defaultWorkers = (
   engine: Engine,
   cores = availableParallelism(),
 ): number =>
-  singleThreaded(engine.name) && config.loss.mcm
+  singleThreaded(engine.name) && (config.loss.mcm || engine.name === 'onnxruntime')
     ? Math.max(1, Math.min(recipe.workers ?? 1, cores))
     : 1
+
+/** How a run uses its `workers` threads, for its first line ('' for one thread). */
+export const threadsPhrase = (workers: number, config: TrainConfig): string =>
+  workers === 1 ? '' : config.loss.mcm ? ` on ${workers} worker threads` : ` on ${workers} threads`
 
 /**
  * The wall-clock budget in minutes, or undefined for none: `--budget MIN` (0: none), else the
@@ -319,9 +324,9 @@ export const runRecipe = async <C extends CaseRecord>(
       )
 
       const spec = networkSpec(r.config)
-      if (r.workers > 1 && !r.config.loss.mcm)
+      if (r.workers > 1 && !r.config.loss.mcm && r.engine.name !== 'onnxruntime')
         io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
-      const passes = await trainingPasses(spec, r.engine.name, r.workers)
+      const passes = await trainingPasses(spec, r.engine.name, r.workers, r.config.loss.mcm ? 2 : 1)
       try {
         const inputs = { train: trainSlices, val: valVolumes, passes }
         const config =
@@ -448,7 +453,8 @@ export const trainCommand: Command = {
     '  --resume              continue the run in RUN_DIR where it stopped (same config)',
     `  --engine E            ${ENGINE_CHOICES.join(', ')} (default auto: the first that loads)`,
     '  --workers N           worker threads for the two passes of a MaCo step (default: the',
-    "                        recipe's on wasm and cpu, at most one per core; else 1)",
+    "                        recipe's on onnxruntime, wasm and cpu, at most one per core; else 1);",
+    '                        on onnxruntime without MCM, the threads of its one pass',
     '  --epochs N, --seed S, --batch N, --lr X      override the recipe',
     '  --budget MIN          train only as many of the epochs as fit in MIN minutes from the',
     '                        start (timed on this machine before the first step; config.json',
@@ -510,7 +516,7 @@ export const trainCommand: Command = {
       await writeRunFile(runDir, { pipeline, recipe: name, dataDir: dataDir ?? null, config })
     io.err(
       `${resume ? 'resuming' : 'training'} ${pipeline} recipe '${name}' in ${runDir}` +
-        `${workers > 1 ? ` on ${workers} worker threads` : ''}\n`,
+        `${threadsPhrase(workers, config)}\n`,
     )
     const outcome = await runRecipe(
       {

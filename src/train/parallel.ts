@@ -84,28 +84,33 @@ interface Pending {
 const WORKER_URL = new URL('./parallel-worker.ts', import.meta.url)
 
 /**
- * The passes of one thread for an engine: the `onnxruntime` engine's as whole onnxruntime
- * graphs on one thread (ort-passes.ts), every other engine's in tfjs (`inProcess`).
+ * The passes of this thread for an engine: the `onnxruntime` engine's as whole onnxruntime
+ * graphs on `threads` threads (ort-passes.ts), every other engine's in tfjs (`inProcess`).
  */
-export const singlePasses = (spec: UNetSpec, engine: EngineName): Passes => {
+export const singlePasses = (spec: UNetSpec, engine: EngineName, threads = 1): Passes => {
   if (engine !== 'onnxruntime') return inProcess(spec)
-  const graphs = ortPasses(spec, 1)
+  const graphs = ortPasses(spec, threads)
   if (E.isLeft(graphs)) throw new Error(graphs.left)
   return graphs.right
 }
 
 /**
  * The passes of a training step on `engine` with `workers` threads: one per pass on worker
- * threads for the single-threaded engines (onnxruntime, wasm, cpu), else this thread's.
+ * threads for the single-threaded engines (onnxruntime, wasm, cpu), else this thread's. A
+ * step of one pass (no MCM) has nothing to share out: on onnxruntime that pass runs on this
+ * thread with all `workers` threads inside its graphs.
  */
 export const trainingPasses = async (
   spec: UNetSpec,
   engine: EngineName,
   workers: number,
+  passesPerStep: 1 | 2 = 2,
 ): Promise<Passes> =>
-  workers > 1 && singleThreaded(engine)
-    ? workerPasses(spec, engine, workers)
-    : singlePasses(spec, engine)
+  passesPerStep === 1
+    ? singlePasses(spec, engine, workers)
+    : workers > 1 && singleThreaded(engine)
+      ? workerPasses(spec, engine, workers)
+      : singlePasses(spec, engine)
 
 export const workerPasses = async (
   spec: UNetSpec,

@@ -29,6 +29,12 @@ t.test("without --workers a MaCo run takes the recipe's threads where they can h
   t.equal(defaultWorkers(acdc.recipes.cpu, config, wasm.right, 16), 2, 'no more than asked')
   t.equal(defaultWorkers(acdc.recipes.cpu, config, wasm.right, 1), 1, 'one core')
   t.equal(defaultWorkers(acdc.recipes.cpu, pce, wasm.right, 2), 1, 'one pass a step (no MCM)')
+  const ort = { ...wasm.right, name: 'onnxruntime' as const }
+  t.equal(
+    defaultWorkers(acdc.recipes.cpu, pce, ort, 2),
+    2,
+    'the threads of that pass on onnxruntime',
+  )
   t.equal(defaultWorkers(acdc.recipes.cpu, config, gpu, 2), 1, 'an engine of its own threads')
   t.equal(defaultWorkers({}, config, wasm.right, 2), 1, 'a recipe that names none')
 })

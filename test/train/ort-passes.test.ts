@@ -4,6 +4,7 @@ import t, { type Test } from 'tap'
 import { dropoutValues, initialWeights, toParams, type Params } from '../../src/model/tfjs-unet.ts'
 import { unetSpec, type UNetSpec } from '../../src/model/unet.ts'
 import { maskNchw, ortPasses, upsampleMatrix } from '../../src/train/ort-passes.ts'
+import { trainingPasses } from '../../src/train/parallel.ts'
 import {
   disposeState,
   initialState,
@@ -68,13 +69,21 @@ const relative = (a: ArrayLike<number>, b: ArrayLike<number>) => {
   return size === 0 ? diff : diff / size
 }
 
-const compare = async (t: Test, spec: UNetSpec, [n, h, w]: number[]) => {
+const compare = async (
+  t: Test,
+  spec: UNetSpec,
+  [n, h, w]: number[],
+  passes: (spec: UNetSpec) => Promise<Passes> = async (s) => {
+    const graphs = ortPasses(s)
+    if (E.isLeft(graphs)) throw new Error(graphs.left)
+    return graphs.right
+  },
+) => {
   const params = toParams(spec, initialWeights(spec, 5))
   const image = random([n, h, w, spec.options.inChannels], 'image') as tf.Tensor4D
   const dLogits = random([n, h, w, spec.options.classes], 'dlogits', 0.1) as tf.Tensor4D
-  const graphs = ortPasses(spec)
-  if (E.isLeft(graphs)) throw new Error(graphs.left)
-  const ours = await onePass(graphs.right, params, image, dLogits)
+  const graphs = await passes(spec)
+  const ours = await onePass(graphs, params, image, dLogits)
   const reference = await onePass(inProcess(spec), params, image, dLogits)
   t.ok(relative(ours.logits, reference.logits) < 1e-4, 'logits')
   t.same(
@@ -99,11 +108,17 @@ const compare = async (t: Test, spec: UNetSpec, [n, h, w]: number[]) => {
     `gradients agree (worst ${worst[0][0]}: ${worst[0][1].toExponential(2)})`,
   )
   tf.dispose([...Object.values(params), image, dLogits])
-  await graphs.right.close()
+  await graphs.close()
 }
 
 t.test('one pass matches tfjs: logits, batch statistics and every gradient', async (t) => {
   await compare(t, unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] }), [2, 32, 32])
+})
+
+t.test('a step of one pass (no MCM) on two onnxruntime threads matches tfjs too', async (t) => {
+  await compare(t, unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] }), [2, 32, 32], (s) =>
+    trainingPasses(s, 'onnxruntime', 2, 1),
+  )
 })
 
 t.test(

@@ -3,7 +3,8 @@ import * as E from 'fp-ts/lib/Either.js'
 import t, { type Test } from 'tap'
 import { dropoutValues, initialWeights, toParams, type Params } from '../../src/model/tfjs-unet.ts'
 import { unetSpec, type UNetSpec } from '../../src/model/unet.ts'
-import { maskNchw, ortPasses, upsampleMatrix } from '../../src/train/ort-passes.ts'
+import { upsampleMatrix } from '../../src/train/ort-graphs.ts'
+import { maskNchw, ortPasses } from '../../src/train/ort-passes.ts'
 import { trainingPasses } from '../../src/train/parallel.ts'
 import {
   disposeState,

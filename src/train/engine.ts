@@ -7,8 +7,8 @@
  * - `tensorflow`: @tensorflow/tfjs-node (libtensorflow on the CPU, all cores)
  * - `onnxruntime`: where onnxruntime-node is installed, the training passes run as whole
  *   onnxruntime graphs on its native CPU kernels (MLAS, AVX2 / AVX-512; `ort-passes.ts`), one
- *   thread a pass; the rest (loss, Adam, validation) is wasm with its convolutions on the
- *   same native kernels (`ort-kernels.ts`)
+ *   thread a pass (all of them for a step of one pass), and so does validation; the loss and
+ *   Adam are wasm with its convolutions on the same native kernels (`ort-kernels.ts`)
  * - `wasm`: @tensorflow/tfjs-backend-wasm (XNNPACK, SIMD, one thread in Node; always there)
  * - `cpu`: @tensorflow/tfjs-backend-cpu (plain JS; the reference for tests)
  *

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { availableParallelism } from 'node:os'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { parseModelCard } from '../../src/serve/model-card.ts'
 import { sha256Hex } from '../../src/serve/models.ts'
 import { onnxUNetSpec } from '../../src/train/finetune.ts'
@@ -298,16 +298,19 @@ t.test("a pipeline's recipe supplies the data; the grid stays the parent's", asy
   t.same(c.input, { spacing: [6, 6], size: [32, 32] })
 })
 
-t.test('Ctrl-C stops an in-process fine-tune: 130, one line, then --resume ends it', async (t) => {
+/** A fine-tune of `epochs` in a fresh folder, Ctrl-C sent when stderr first matches `when`. */
+const interrupted = async (t: Test, epochs: number, when: RegExp) => {
   const dir = t.testdir()
   const { parent, scans } = await setup(dir)
-  const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', '2']
+  const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', String(epochs)]
   const run = join(dir, 'run')
   const out = join(dir, 'new.onnx')
-  const { code, err, sent, handlerGone } = await macoWithCtrlC(
-    /fine-tune 1\/6/,
-    ...['finetune', ...argv, '--run', run, '-o', out],
-  )
+  const stopped = await macoWithCtrlC(when, ...['finetune', ...argv, '--run', run, '-o', out])
+  return { argv, run, out, ...stopped }
+}
+
+t.test('Ctrl-C stops an in-process fine-tune: 130, one line, then --resume ends it', async (t) => {
+  const { argv, run, out, code, err, sent, handlerGone } = await interrupted(t, 2, /fine-tune 1\/6/)
   t.ok(sent, 'Ctrl-C was sent during the training')
   t.equal(code, 130)
   t.equal(
@@ -324,15 +327,7 @@ t.test('Ctrl-C stops an in-process fine-tune: 130, one line, then --resume ends 
 t.test(
   'Ctrl-C while the data is prepared stops there: 130, nothing trained, the same command works',
   async (t) => {
-    const dir = t.testdir()
-    const { parent, scans } = await setup(dir)
-    const argv = ['--from', parent, '--data', scans, ...FAST, '--epochs', '1']
-    const run = join(dir, 'run')
-    const out = join(dir, 'new.onnx')
-    const { code, err, sent, handlerGone } = await macoWithCtrlC(
-      /prepare 1\//,
-      ...['finetune', ...argv, '--run', run, '-o', out],
-    )
+    const { argv, run, out, code, err, sent, handlerGone } = await interrupted(t, 1, /prepare 1\//)
     t.ok(sent, 'Ctrl-C was sent while preparing')
     t.equal(code, 130, err)
     t.match(err, /\nstopping before the first step \(Ctrl-C again to quit at once\)\n/)

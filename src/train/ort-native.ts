@@ -31,7 +31,8 @@ export interface NativeSession {
   loadModel(buffer: ArrayBuffer, byteOffset: number, byteLength: number, options: object): void
   run(
     feeds: Record<string, unknown>,
-    fetches: Record<string, null>,
+    /** null: onnxruntime allocates the output; a tensor: it is written there. */
+    fetches: Record<string, unknown>,
     options: object,
   ): Record<string, NativeTensor>
   dispose(): void

@@ -35,8 +35,12 @@ import type { Inference, Pass, Passes } from './step.ts'
  * `dropoutValues` laid out NCHW: the same draws, in the same (NHWC) order, each written
  * where NCHW keeps it, so the masks are every other engine's.
  */
-export const maskNchw = ([n, c, h, w]: Dims, rate: number, rng: Rng): Float32Array => {
-  const values = new Float32Array(n * c * h * w)
+export const maskNchw = (
+  [n, c, h, w]: Dims,
+  rate: number,
+  rng: Rng,
+  values = new Float32Array(n * c * h * w),
+): Float32Array => {
   const keep = 1 / (1 - rate)
   const plane = h * w
   for (let b = 0; b < n; b++)
@@ -48,12 +52,33 @@ export const maskNchw = ([n, c, h, w]: Dims, rate: number, rng: Rng): Float32Arr
   return values
 }
 
+/**
+ * What a pass holds from its forward to its backward: onnxruntime writes the saved values
+ * into them and the masks are drawn into them, so passes reuse them instead of leaving
+ * about 90 MB of arrays a pass (the paper UNet at 128 px, batch 4) to the garbage collector.
+ */
+interface PassBuffers {
+  readonly saved: Readonly<Record<string, Float32Array<ArrayBuffer>>>
+  readonly masks: readonly Float32Array<ArrayBuffer>[]
+}
+
+const size = (dims: Dims) => dims.reduce((a, b) => a * b, 1)
+
+const newBuffers = (gs: Pick<PassGraphs, 'saved' | 'masks'>): PassBuffers => ({
+  saved: Object.fromEntries(
+    [...gs.saved].map(([name, dims]) => [name, new Float32Array(size(dims))]),
+  ),
+  masks: gs.masks.map((m) => new Float32Array(size(m.shape))),
+})
+
 /** The two sessions of a batch geometry, and what their feeds and fetches are named. */
 interface PassGraphs {
   readonly forward: NativeSession
   readonly backward: NativeSession
-  /** Forward outputs the backward reads. */
-  readonly saved: readonly string[]
+  /** Forward outputs the backward reads, with their shapes. */
+  readonly saved: ReadonlyMap<string, Dims>
+  /** Buffers of finished passes (their saved values and masks), for the next to fill. */
+  readonly spare: PassBuffers[]
   readonly masks: readonly MaskInput[]
   readonly batchNorms: readonly string[]
   readonly weights: readonly string[]
@@ -68,7 +93,8 @@ const openGraphs = (spec: UNetSpec, dims: Dims, ort: NativeOrt, threads: number)
   return {
     forward: openSession(ort, f.model, threads),
     backward: openSession(ort, b.model, threads),
-    saved: [...f.saved.keys()],
+    saved: f.saved,
+    spare: [],
     masks: f.masks,
     batchNorms: f.batchNorms,
     weights: f.weights,
@@ -106,21 +132,24 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
     const [n, h, w, c] = image.shape
     const gs = graphsFor([n, h, w])
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
+    const buffers = gs.spare.pop() ?? newBuffers(gs)
     const masks = gs.masks.map(
-      (m) => [m.name, feed(maskNchw(m.shape, m.rate, rng), m.shape)] as const,
+      (m, i) => [m.name, feed(maskNchw(m.shape, m.rate, rng, buffers.masks[i]), m.shape)] as const,
+    )
+    const saved = [...gs.saved].map(
+      ([name, dims]) => [name, feed(buffers.saved[name], dims)] as const,
     )
     const imageFeed = feed(image.dataSync() as Float32Array, [n, h, w, c])
     const weightFeed = (name: string) =>
       [name, feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
     const out = gs.forward.run(
       Object.fromEntries([['image', imageFeed], ...gs.weights.map(weightFeed), ...masks]),
-      Object.fromEntries(
-        [
-          'logits',
-          ...gs.saved,
-          ...gs.batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`]),
-        ].map((name) => [name, null]),
-      ),
+      Object.fromEntries([
+        ...['logits', ...gs.batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`])].map(
+          (name) => [name, null],
+        ),
+        ...saved,
+      ]),
       {},
     )
     const stats: BatchStats = Object.fromEntries(
@@ -146,7 +175,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
               ['image', imageFeed],
               ...gs.kernels.map(weightFeed),
               ...masks,
-              ...gs.saved.map((name) => [name, feed(out[name].data, out[name].dims)]),
+              ...saved,
             ]),
             Object.fromEntries(gs.gradients.map((name) => [`grad.${name}`, null])),
             {},
@@ -160,6 +189,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
           ])
         } finally {
           freeStats()
+          gs.spare.push(buffers)
         }
       },
     }

@@ -7,11 +7,13 @@ import { upsampleMatrix } from '../../src/train/ort-graphs.ts'
 import { maskNchw, ortPasses } from '../../src/train/ort-passes.ts'
 import { trainingPasses } from '../../src/train/parallel.ts'
 import {
+  computeGradients,
   disposeState,
   initialState,
   inProcess,
   trainStep,
   type Passes,
+  type StepBatch,
 } from '../../src/train/step.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
 import { validate } from '../../src/train/trainer.ts'
@@ -175,6 +177,47 @@ t.test('steps on the graphs leave no tensors behind, and repeat exactly', async 
   t.same(again.weights, first.weights, 'the same weights')
   t.not(first.losses[0], first.losses[3], 'it trains')
   tf.dispose(Object.values(batch))
+  await graphs.right.close()
+})
+
+t.test('passes in flight together and one after another keep their values apart', async (t) => {
+  // Two passes a step hold their saved values and masks at once, and the next step's passes
+  // reuse them: every step's gradients must still be tfjs's.
+  const spec = unetSpec({ base: 2, levels: 3, dropout: [0.05, 0.1, 0.2] })
+  const graphs = ortPasses(spec)
+  if (E.isLeft(graphs)) throw new Error(graphs.left)
+  const loss = (a: tf.Tensor4D, b: tf.Tensor4D | undefined) =>
+    tf.tidy(() => tf.mean(tf.square(tf.sub(tf.softmax(a), tf.softmax(b!))))) as tf.Scalar
+  // The same weights for every call (a call updates, and frees, the moving statistics).
+  const gradients = async (passes: Passes, batch: StepBatch, step: number) => {
+    const g = await computeGradients(
+      passes,
+      toParams(spec, initialWeights(spec, 3)),
+      batch,
+      loss,
+      { seed: 2, step },
+      'original',
+    )
+    const grads = Object.fromEntries(
+      Object.entries(g.grads).map(([k, v]) => [k, v.dataSync().slice()] as const),
+    )
+    tf.dispose([...Object.values(g.grads), ...Object.values(g.params)])
+    return { grads, loss: g.loss }
+  }
+  for (let step = 0; step < 3; step++) {
+    const batch = {
+      image: random([2, 16, 16, 1], `image${step}`) as tf.Tensor4D,
+      masked: random([2, 16, 16, 1], `masked${step}`) as tf.Tensor4D,
+    }
+    const ours = await gradients(graphs.right, batch, step)
+    const theirs = await gradients(inProcess(spec), batch, step)
+    const worst = Math.max(
+      ...Object.keys(theirs.grads).map((k) => relative(ours.grads[k], theirs.grads[k])),
+    )
+    t.ok(worst < 1e-3, `step ${step}: gradients agree (worst ${worst.toExponential(2)})`)
+    t.ok(Math.abs(ours.loss - theirs.loss) <= 1e-5 * Math.abs(theirs.loss), `step ${step}: loss`)
+    tf.dispose(Object.values(batch))
+  }
   await graphs.right.close()
 })
 

@@ -267,7 +267,7 @@ export const finetuneCommand: Command = {
           `${resume ? 'resuming' : 'fine-tuning'} ${parent.right.name} on ${data.right.train.length} slices (${data.right.data}) in ${runDir}${freeze === 'encoder' ? ', encoder frozen' : ''}${threadsPhrase(workers, config)}\n`,
         )
         const spec = networkSpec(config)
-        const passes = await trainingPasses(spec, engine.name, workers, config.loss.mcm ? 2 : 1)
+        const passes = await trainingPasses(spec, engine.name, workers, config.loss.mcm)
         const steps = progress({
           label: 'fine-tune',
           total: stepsPerEpoch(data.right.train.length, config.batch) * config.epochs,

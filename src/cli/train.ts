@@ -326,7 +326,7 @@ export const runRecipe = async <C extends CaseRecord>(
       const spec = networkSpec(r.config)
       if (r.workers > 1 && !r.config.loss.mcm && r.engine.name !== 'onnxruntime')
         io.err('note: without MCM a step has one pass, so --workers above 1 cannot help\n')
-      const passes = await trainingPasses(spec, r.engine.name, r.workers, r.config.loss.mcm ? 2 : 1)
+      const passes = await trainingPasses(spec, r.engine.name, r.workers, r.config.loss.mcm)
       try {
         const inputs = { train: trainSlices, val: valVolumes, passes }
         const config =

@@ -131,7 +131,8 @@ export const parameterShapes = (spec: UNetSpec): ParameterShape[] =>
         : [],
   )
 
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
+/** The number of elements of a tensor of `shape`. */
+export const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
 
 /** Trainable parameters, as PyTorch counts them (moving statistics excluded). */
 export const parameterCount = (spec: UNetSpec): number =>

@@ -25,7 +25,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
-import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { parameterShapes, size, type UNetSpec } from '../model/unet.ts'
 import { seeded, type Rng } from '../util/rng.ts'
 import { backwardGraph, forwardGraph, type Dims, type MaskInput } from './ort-graphs.ts'
 import { loadNative, openSession, type NativeOrt, type NativeSession } from './ort-native.ts'
@@ -62,8 +62,6 @@ interface PassBuffers {
   readonly saved: Readonly<Record<string, Float32Array<ArrayBuffer>>>
   readonly masks: readonly Float32Array<ArrayBuffer>[]
 }
-
-const size = (dims: Dims) => dims.reduce((a, b) => a * b, 1)
 
 const newBuffers = (gs: Pick<PassGraphs, 'saved' | 'masks'>): PassBuffers => ({
   saved: Object.fromEntries(

@@ -97,16 +97,16 @@ export const singlePasses = (spec: UNetSpec, engine: EngineName, threads = 1): P
 /**
  * The passes of a training step on `engine` with `workers` threads: one per pass on worker
  * threads for the single-threaded engines (onnxruntime, wasm, cpu), else this thread's. A
- * step of one pass (no MCM) has nothing to share out: on onnxruntime that pass runs on this
- * thread with all `workers` threads inside its graphs.
+ * step without the masked pass (no MCM) has one pass, nothing to share out: on onnxruntime
+ * it runs on this thread with all `workers` threads inside its graphs.
  */
 export const trainingPasses = async (
   spec: UNetSpec,
   engine: EngineName,
   workers: number,
-  passesPerStep: 1 | 2 = 2,
+  masked = true,
 ): Promise<Passes> =>
-  passesPerStep === 1
+  !masked
     ? singlePasses(spec, engine, workers)
     : workers > 1 && singleThreaded(engine)
       ? workerPasses(spec, engine, workers)

@@ -4,6 +4,9 @@
  * - `tensorflow-gpu`: @tensorflow/tfjs-node-gpu (libtensorflow with CUDA 11.2 + cuDNN 8.1)
  * - `webgpu`: @tensorflow/tfjs-backend-webgpu on Dawn (the `webgpu` package): any GPU with a
  *   Vulkan driver, no CUDA libraries needed (`webgpu.ts`)
+ * - `onnxruntime-webgpu`: the `onnxruntime` engine's training graphs on onnxruntime-web's
+ *   WebGPU provider on the same Dawn adapter, the loss and Adam in tfjs wasm on the host
+ *   (`ort-webgpu.ts`); asked for by name (`auto` does not take it until measured on a GPU)
  * - `tensorflow`: @tensorflow/tfjs-node (libtensorflow on the CPU, all cores)
  * - `onnxruntime`: where onnxruntime-node is installed, the training passes run as whole
  *   onnxruntime graphs on its native CPU kernels (MLAS, AVX2 / AVX-512; `ort-passes.ts`), one
@@ -36,12 +39,14 @@ import { dirname, join } from 'node:path'
 import { register as registerCommonJs } from 'tsx/cjs/api'
 import { installed } from '../util/installed.ts'
 import { registerOrtConvs, restoreWasmConvs } from './ort-kernels.ts'
+import { loadOrtWebGpu } from './ort-webgpu.ts'
 import { registerWasmKernels } from './wasm-kernels.ts'
 import { hasGpuDevice, registerWebGpu } from './webgpu.ts'
 
 export const ENGINE_NAMES = [
   'tensorflow-gpu',
   'webgpu',
+  'onnxruntime-webgpu',
   'tensorflow',
   'onnxruntime',
   'wasm',
@@ -132,6 +137,14 @@ const activate = async (
       return (await tf.setBackend('webgpu'))
         ? E.right({ backend: 'webgpu', device: adapter.right })
         : E.left(`the webgpu backend failed to start on ${adapter.right}`)
+    }
+    if (name === 'onnxruntime-webgpu') {
+      await loadWasm()
+      const ort = await loadOrtWebGpu(true)
+      if (E.isLeft(ort)) return ort
+      return (await tf.setBackend('wasm'))
+        ? E.right({ backend: 'wasm', device: ort.right.device })
+        : E.left('the wasm backend failed to start')
     }
     if (name === 'cpu') {
       await import('@tensorflow/tfjs-backend-cpu')

@@ -11,8 +11,8 @@
  *   in training, so its gradient is 0 (as in tfjs-unet.ts);
  * - batch norm: dz = scale (g - mean(g) - xhat mean(g xhat)), xhat = centred * invStd;
  * - LeakyReLU: g * (out > 0 ? 1 : slope); dropout: g * mask;
- * - max pool: MaxUnpool of g at the pool's argmax (recomputed from x; the first maximum of
- *   a window wins, as in wasm-kernels.ts);
+ * - max pool: g routed to the first maximum of each window (recomputed from x, as
+ *   wasm-kernels.ts picks it; `maxPoolBackward`);
  * - bilinear x2 (align corners): the transposed interpolation matrices, U_h^T g U_w;
  * - concat: the channel ranges of g; a saved skip adds the gradient that comes back to it.
  *
@@ -38,7 +38,7 @@ import { floats, graph, int64s } from './ort-native.ts'
 export type Dims = readonly number[]
 
 /** An ONNX graph under construction, its values named `prefix` and a counter. */
-const builder = (prefix: string) => {
+export const builder = (prefix: string) => {
   const nodes: NodeProto[] = []
   const initializers: TensorProto[] = []
   let count = 0
@@ -91,7 +91,7 @@ const builder = (prefix: string) => {
     },
   }
 }
-type Builder = ReturnType<typeof builder>
+export type Builder = ReturnType<typeof builder>
 
 const ALL_BUT_CHANNELS = [0, 2, 3]
 
@@ -130,6 +130,48 @@ const samePads = (k: number) => {
 /** sum over batch and space per channel, as [C] (or [1, C, 1, 1] with keepDims). */
 const channelSum = (b: Builder, x: string, keepDims = false) =>
   b.op1('ReduceSum', [x, b.longs(ALL_BUT_CHANNELS)], [int('keepdims', keepDims ? 1 : 0)])
+
+/**
+ * The gradient of a 2 x 2, stride 2 max pool of `x` (NCHW `[n, c, h, w]`): `g` goes to the
+ * first maximum of each window in row-major order, as onnxruntime's and tfjs's argmax pick
+ * it. Made of reshapes, a transpose and element-wise ops rather than MaxPool's indices and
+ * MaxUnpool, which onnxruntime's WebGPU provider does not have: the four values of a window
+ * side by side on an axis, the maxima on it marked, and of those the one of highest priority
+ * (8, 4, 2, 1 in row-major order) kept.
+ */
+export const maxPoolBackward = (b: Builder, x: string, g: string, [n, c, h, w]: Dims): string => {
+  const [hh, hw] = [h / 2, w / 2]
+  // [n, c, h/2, 2, w/2, 2] <-> [n, 2, 2, c, h/2, w/2]: a window's row and column offsets first.
+  const windows = b.op1('Reshape', [
+    b.op1(
+      'Transpose',
+      [b.op1('Reshape', [x, b.longs([n, c, hh, 2, hw, 2])])],
+      [ints('perm', [0, 3, 5, 1, 2, 4])],
+    ),
+    b.longs([n, 4, c, hh, hw]),
+  ])
+  const along = [ints('axes', [1]), int('keepdims', 1)]
+  const isMax = b.op1(
+    'Cast',
+    [b.op1('Equal', [windows, b.op1('ReduceMax', [windows], along)])],
+    [int('to', 1)],
+  )
+  const priority = b.op1('Mul', [isMax, b.constant(Float32Array.of(8, 4, 2, 1), [4, 1, 1, 1])])
+  const first = b.op1('Equal', [priority, b.op1('ReduceMax', [priority], along)])
+  const routed = b.op1('Where', [
+    first,
+    b.op1('Reshape', [g, b.longs([n, 1, c, hh, hw])]),
+    b.constant(Float32Array.of(0), []),
+  ])
+  return b.op1('Reshape', [
+    b.op1(
+      'Transpose',
+      [b.op1('Reshape', [routed, b.longs([n, 2, 2, c, hh, hw])])],
+      [ints('perm', [0, 3, 4, 1, 5, 2])],
+    ),
+    b.longs([n, c, h, w]),
+  ])
+}
 
 /** Per step of the op program, the forward values its backward reads. */
 interface Tape {
@@ -505,17 +547,7 @@ export const backwardGraph = (spec: UNetSpec, forward: ForwardGraph): BackwardGr
         gShape = [n, ci, at[2], at[3]]
       }
     } else if (s.op === 'maxPool') {
-      const [, argmax] = b.op(
-        'MaxPool',
-        [taped(tape, 'x')],
-        [ints('kernel_shape', [2, 2]), ints('strides', [2, 2])],
-        2,
-      )
-      g = b.op1(
-        'MaxUnpool',
-        [g, argmax, b.longs([...at])],
-        [ints('kernel_shape', [2, 2]), ints('strides', [2, 2])],
-      )
+      g = maxPoolBackward(b, taped(tape, 'x'), g, at)
       gShape = at
     } else if (s.op === 'upsample') {
       const [rows, columns] = [at[2], at[3]]

@@ -52,6 +52,48 @@ export const maskNchw = (
   return values
 }
 
+/** What the forward graph gives back to the step: the logits and each batch norm's statistics. */
+const forwardOutputs = (batchNorms: readonly string[]): string[] => [
+  'logits',
+  ...batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`]),
+]
+
+/** A forward's batch statistics as tfjs tensors, read from its outputs. */
+export const batchStats = (
+  batchNorms: readonly string[],
+  output: (name: string) => Float32Array,
+): BatchStats =>
+  Object.fromEntries(
+    batchNorms.map((bn) => [
+      bn,
+      { mean: tf.tensor1d(output(`${bn}.mean`)), variance: tf.tensor1d(output(`${bn}.variance`)) },
+    ]),
+  )
+
+export const disposeStats = (stats: BatchStats): void =>
+  tf.dispose(Object.values(stats).flatMap((s) => [s.mean, s.variance]))
+
+/**
+ * A backward's weight gradients as tfjs tensors: its outputs (`grad.${name}`), and zeros for
+ * the conv biases that batch norm cancels.
+ */
+export const gradientTensors = (
+  graphs: { readonly gradients: readonly string[]; readonly cancelled: readonly string[] },
+  shapes: ReadonlyMap<string, Dims>,
+  output: (name: string) => Float32Array,
+): Record<string, tf.Tensor> =>
+  Object.fromEntries([
+    ...graphs.gradients.map((name) => [
+      name,
+      tf.tensor(output(`grad.${name}`), [...(shapes.get(name) as Dims)]),
+    ]),
+    ...graphs.cancelled.map((name) => [name, tf.zeros([...(shapes.get(name) as Dims)])]),
+  ])
+
+/** The weights as arrays by name, as the graphs read them. */
+export const weightArrays = (spec: UNetSpec, params: Params): Map<string, Float32Array> =>
+  new Map(parameterShapes(spec).map((p) => [p.name, params[p.name].dataSync() as Float32Array]))
+
 /**
  * What a pass holds from its forward to its backward: onnxruntime writes the saved values
  * into them and the masks are drawn into them, so passes reuse them instead of allocating
@@ -143,24 +185,10 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
       [name, feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
     const out = gs.forward.run(
       Object.fromEntries([['image', imageFeed], ...gs.weights.map(weightFeed), ...masks]),
-      Object.fromEntries([
-        ...['logits', ...gs.batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`])].map(
-          (name) => [name, null],
-        ),
-        ...saved,
-      ]),
+      Object.fromEntries([...forwardOutputs(gs.batchNorms).map((name) => [name, null]), ...saved]),
       {},
     )
-    const stats: BatchStats = Object.fromEntries(
-      gs.batchNorms.map((bn) => [
-        bn,
-        {
-          mean: tf.tensor1d(out[`${bn}.mean`].data),
-          variance: tf.tensor1d(out[`${bn}.variance`].data),
-        },
-      ]),
-    )
-    const freeStats = () => tf.dispose(Object.values(stats).flatMap((s) => [s.mean, s.variance]))
+    const stats = batchStats(gs.batchNorms, (name) => out[name].data)
     const logits = out.logits
     return {
       logits: tf.tensor4d(logits.data, logits.dims as [number, number, number, number]),
@@ -179,15 +207,9 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
             Object.fromEntries(gs.gradients.map((name) => [`grad.${name}`, null])),
             {},
           )
-          return Object.fromEntries([
-            ...gs.gradients.map((name) => [
-              name,
-              tf.tensor(grads[`grad.${name}`].data, [...(shapes.get(name) as Dims)]),
-            ]),
-            ...gs.cancelled.map((name) => [name, tf.zeros([...(shapes.get(name) as Dims)])]),
-          ])
+          return gradientTensors(gs, shapes, (name) => grads[name].data)
         } finally {
-          freeStats()
+          disposeStats(stats)
           gs.spare.push(buffers)
         }
       },
@@ -197,9 +219,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
   return E.right({
     inference: ortInference(ort, spec, threads),
     forward: async (params: Params, images, seeds) => {
-      const weights = new Map(
-        parameterShapes(spec).map((p) => [p.name, params[p.name].dataSync() as Float32Array]),
-      )
+      const weights = weightArrays(spec, params)
       return images.map((image, i) => pass(weights, image, seeds[i]))
     },
     close: async () => {

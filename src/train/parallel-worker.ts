@@ -27,7 +27,7 @@ const handle = async (m: ToWorker): Promise<void> => {
     const r = await loadEngine(m.engine)()
     if (E.isLeft(r)) throw new Error(r.left)
     spec = m.spec
-    runner = singlePasses(m.spec, m.engine)
+    runner = await singlePasses(m.spec, m.engine)
     return reply({ type: 'ready', id: -1 })
   }
   if (!spec || !runner) throw new Error('worker used before init')

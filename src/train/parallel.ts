@@ -20,6 +20,7 @@ import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { singleThreaded, type EngineName } from './engine.ts'
 import { loadNative } from './ort-native.ts'
 import { ortInference, ortPasses } from './ort-passes.ts'
+import { loadOrtWebGpu, ortWebGpuPasses, type WebGpuOrt } from './ort-webgpu.ts'
 import { inProcess, type Pass, type Passes } from './step.ts'
 import { tsWorker } from '../util/ts-worker.ts'
 
@@ -85,11 +86,20 @@ const WORKER_URL = new URL('./parallel-worker.ts', import.meta.url)
 
 /**
  * The passes of this thread for an engine: the `onnxruntime` engine's as whole onnxruntime
- * graphs on `threads` threads (ort-passes.ts), every other engine's in tfjs (`inProcess`).
+ * graphs on `threads` threads (ort-passes.ts), `onnxruntime-webgpu`'s as the same graphs on
+ * the GPU (ort-webgpu.ts), every other engine's in tfjs (`inProcess`).
  */
-export const singlePasses = (spec: UNetSpec, engine: EngineName, threads = 1): Passes => {
-  if (engine !== 'onnxruntime') return inProcess(spec)
-  const graphs = ortPasses(spec, threads)
+export const singlePasses = async (
+  spec: UNetSpec,
+  engine: EngineName,
+  threads = 1,
+): Promise<Passes> => {
+  const graphs =
+    engine === 'onnxruntime'
+      ? ortPasses(spec, threads)
+      : engine === 'onnxruntime-webgpu'
+        ? E.map((ort: WebGpuOrt) => ortWebGpuPasses(spec, ort))(await loadOrtWebGpu(true))
+        : E.right(inProcess(spec))
   if (E.isLeft(graphs)) throw new Error(graphs.left)
   return graphs.right
 }

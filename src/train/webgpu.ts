@@ -25,7 +25,7 @@ import { installed } from '../util/installed.ts'
 import { registerWebGpuKernels } from './webgpu-kernels.ts'
 
 /** What the parts of Dawn's API used here look like (the `webgpu` package ships no types we use). */
-interface Adapter {
+export interface Adapter {
   readonly info: {
     vendor: string
     architecture: string
@@ -37,7 +37,7 @@ interface Adapter {
   readonly limits: Readonly<Record<string, number>>
   readonly requestDevice: (descriptor: object) => Promise<unknown>
 }
-interface Gpu {
+export interface Gpu {
   readonly requestAdapter: (options: object) => Promise<Adapter | null>
 }
 interface Dawn {
@@ -58,17 +58,27 @@ const isSoftware = (a: Adapter): boolean =>
   a.info.isFallbackAdapter === true ||
   /llvmpipe|lavapipe|swiftshader/i.test(`${a.info.device} ${a.info.description}`)
 
+/**
+ * An adapter Dawn found, the instance and options that found it (an adapter gives one device:
+ * asking again with them gives a fresh one of the same GPU), and a line saying which it is.
+ */
+export interface FoundAdapter {
+  readonly gpu: Gpu
+  readonly options: object
+  readonly adapter: Adapter
+  readonly name: string
+}
+
 /** The hardware adapter, else (when allowed) the software one, with a line saying which. */
 const findAdapter = async (
   dawn: Dawn,
   allowSoftware: boolean,
-): Promise<E.Either<string, { gpu: Gpu; adapter: Adapter; name: string }>> => {
+): Promise<E.Either<string, FoundAdapter>> => {
   const gpu = dawn.create([])
-  const hardware = await gpu
-    .requestAdapter({ powerPreference: 'high-performance' })
-    .catch(() => null)
+  const fast = { powerPreference: 'high-performance' }
+  const hardware = await gpu.requestAdapter(fast).catch(() => null)
   if (hardware && !isSoftware(hardware))
-    return E.right({ gpu, adapter: hardware, name: describe(hardware, 'hardware') })
+    return E.right({ gpu, options: fast, adapter: hardware, name: describe(hardware, 'hardware') })
   if (!allowSoftware)
     return E.left(
       'no GPU adapter: Dawn found no Vulkan device (needs libvulkan1 and the driver\'s ICD, e.g. VK_DRIVER_FILES=.../nvidia_icd.json; README, "On a GPU box with WebGPU")',
@@ -76,10 +86,12 @@ const findAdapter = async (
   // Mesa reads this when Dawn opens EGL: no display server, no window.
   process.env.EGL_PLATFORM ??= 'surfaceless'
   const gles = dawn.create(['backend=opengles'])
-  const software = await gles.requestAdapter({ featureLevel: 'compatibility' }).catch(() => null)
+  const compatible = { featureLevel: 'compatibility' }
+  const software = await gles.requestAdapter(compatible).catch(() => null)
   return software
     ? E.right({
         gpu: gles,
+        options: compatible,
         adapter: software,
         name: describe(software, 'software, compatibility mode'),
       })
@@ -100,6 +112,19 @@ export const hasGpuDevice = (): boolean => {
   }
 }
 
+/**
+ * Dawn's best adapter (as `findAdapter` picks it), with the WebGPU constants
+ * (GPUBufferUsage and the like) set as the globals that tfjs and onnxruntime-web read.
+ */
+export const dawnAdapter = async (
+  allowSoftware: boolean,
+): Promise<E.Either<string, FoundAdapter>> => {
+  const dawn = (await import('webgpu')) as unknown as Dawn
+  for (const [k, v] of Object.entries(dawn.globals))
+    if (!(k in globalThis)) Object.assign(globalThis, { [k]: v })
+  return findAdapter(dawn, allowSoftware)
+}
+
 let registered: string | undefined
 
 /**
@@ -113,14 +138,10 @@ export const registerWebGpu = async (options: {
   for (const pkg of ['webgpu', '@tensorflow/tfjs-backend-webgpu'])
     if (!installed(pkg))
       return E.left(`${pkg} is not installed (npm i webgpu @tensorflow/tfjs-backend-webgpu)`)
-  const dawn = (await import('webgpu')) as unknown as Dawn
   // Imported before navigator.gpu exists, so that its own factory (which would take the first
   // adapter it is given, or none) stays unregistered and ours is the only one.
   const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu')
-  // The WebGPU constants (GPUBufferUsage and the like) tfjs reads as globals.
-  for (const [k, v] of Object.entries(dawn.globals))
-    if (!(k in globalThis)) Object.assign(globalThis, { [k]: v })
-  const found = await findAdapter(dawn, options.allowSoftware)
+  const found = await dawnAdapter(options.allowSoftware)
   if (E.isLeft(found)) return found
   const { gpu, adapter, name } = found.right
   // tfjs's backend checks for navigator.gpu before it starts.

@@ -48,6 +48,15 @@ t.test(
 t.test('the choices list auto and every engine', async (t) => {
   t.same(
     [...ENGINE_CHOICES],
-    ['auto', 'tensorflow-gpu', 'webgpu', 'tensorflow', 'onnxruntime', 'wasm', 'cpu'],
+    [
+      'auto',
+      'tensorflow-gpu',
+      'webgpu',
+      'onnxruntime-webgpu',
+      'tensorflow',
+      'onnxruntime',
+      'wasm',
+      'cpu',
+    ],
   )
 })

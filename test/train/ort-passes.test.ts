@@ -1,9 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import t, { type Test } from 'tap'
-import { dropoutValues, initialWeights, toParams, type Params } from '../../src/model/tfjs-unet.ts'
+import t from 'tap'
+import { dropoutValues, initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { unetSpec, type UNetSpec } from '../../src/model/unet.ts'
 import { upsampleMatrix } from '../../src/train/ort-graphs.ts'
+import { loadNative, openSession } from '../../src/train/ort-native.ts'
 import { maskNchw, ortPasses } from '../../src/train/ort-passes.ts'
 import { trainingPasses } from '../../src/train/parallel.ts'
 import {
@@ -20,6 +21,7 @@ import { validate } from '../../src/train/trainer.ts'
 import { installed } from '../../src/util/installed.ts'
 import { seeded } from '../../src/util/rng.ts'
 import { use } from '../helpers/conv-cases.ts'
+import { compare, random, relative, tiedPool } from '../helpers/pass-compare.ts'
 import { prepared, tiny } from '../helpers/tiny-training.ts'
 
 if (!installed('onnxruntime-node')) {
@@ -29,94 +31,37 @@ if (!installed('onnxruntime-node')) {
 // The reference: tfjs's forwardTrain and its hand-written backward, on the cpu backend.
 await use('cpu')
 
-const random = (shape: number[], seed: string, scale = 1) => {
-  const rng = seeded(7, seed)
-  return tf.tensor(
-    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale),
-    shape,
-  )
-}
-
-/** Everything one pass gives, as arrays: logits, batch statistics, gradients of dLogits. */
-const onePass = async (
-  passes: Passes,
-  params: Params,
-  image: tf.Tensor4D,
-  dLogits: tf.Tensor4D,
-) => {
-  const [p] = await passes.forward(params, [image], [[3, 'dropout', 0, 'original']])
-  const logits = p.logits.dataSync().slice()
-  const stats = Object.fromEntries(
-    Object.entries(p.stats).map(([k, s]) => [
-      k,
-      [s.mean.dataSync().slice(), s.variance.dataSync().slice()],
-    ]),
-  )
-  p.logits.dispose()
-  const grads = await p.backward(dLogits)
-  const arrays = Object.fromEntries(
-    Object.entries(grads).map(([k, g]) => [k, g.dataSync().slice()]),
-  )
-  tf.dispose(Object.values(grads))
-  return { logits, stats, grads: arrays }
-}
-
-/** max |a - b| over max |b|: float32 rounding of two summation orders stays near 1e-6. */
-const relative = (a: ArrayLike<number>, b: ArrayLike<number>) => {
-  let diff = 0
-  let size = 0
-  for (let i = 0; i < b.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]))
-    size = Math.max(size, Math.abs(b[i]))
-  }
-  return size === 0 ? diff : diff / size
-}
-
-const compare = async (
-  t: Test,
-  spec: UNetSpec,
-  [n, h, w]: number[],
-  passes: (spec: UNetSpec) => Promise<Passes> = async (s) => {
-    const graphs = ortPasses(s)
-    if (E.isLeft(graphs)) throw new Error(graphs.left)
-    return graphs.right
-  },
-) => {
-  const params = toParams(spec, initialWeights(spec, 5))
-  const image = random([n, h, w, spec.options.inChannels], 'image') as tf.Tensor4D
-  const dLogits = random([n, h, w, spec.options.classes], 'dlogits', 0.1) as tf.Tensor4D
-  const graphs = await passes(spec)
-  const ours = await onePass(graphs, params, image, dLogits)
-  const reference = await onePass(inProcess(spec), params, image, dLogits)
-  t.ok(relative(ours.logits, reference.logits) < 1e-4, 'logits')
-  t.same(
-    Object.keys(ours.stats).sort(),
-    Object.keys(reference.stats).sort(),
-    'a statistic per batch norm',
-  )
-  for (const [k, [mean, variance]] of Object.entries(reference.stats)) {
-    t.ok(relative(ours.stats[k][0], mean) < 1e-4, `${k} batch mean`)
-    t.ok(relative(ours.stats[k][1], variance) < 1e-4, `${k} batch variance`)
-  }
-  t.same(
-    Object.keys(ours.grads).sort(),
-    Object.keys(reference.grads).sort(),
-    'a gradient per weight',
-  )
-  const worst = Object.entries(reference.grads)
-    .map(([k, g]) => [k, relative(ours.grads[k], g)] as const)
-    .sort((a, b) => b[1] - a[1])
-  t.ok(
-    worst[0][1] < 1e-3,
-    `gradients agree (worst ${worst[0][0]}: ${worst[0][1].toExponential(2)})`,
-  )
-  tf.dispose([...Object.values(params), image, dLogits])
-  await graphs.close()
+const onGraphs = async (s: UNetSpec): Promise<Passes> => {
+  const graphs = ortPasses(s)
+  if (E.isLeft(graphs)) throw new Error(graphs.left)
+  return graphs.right
 }
 
 t.test('one pass matches tfjs: logits, batch statistics and every gradient', async (t) => {
-  await compare(t, unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] }), [2, 32, 32])
+  await compare(
+    t,
+    unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] }),
+    [2, 32, 32],
+    onGraphs,
+  )
 })
+
+t.test(
+  "a max pool's gradient goes to the first maximum of each window, ties included",
+  async (t) => {
+    const pool = tiedPool()
+    const native = loadNative()
+    if (E.isLeft(native)) throw new Error(native.left)
+    const session = openSession(native.right, pool.model, 1)
+    const { dx } = session.run(
+      { x: native.right.tensor(pool.x, pool.dims), g: native.right.tensor(pool.g, [1, 2, 2, 2]) },
+      { dx: null },
+      {},
+    )
+    t.same([...dx.data], [...pool.dx])
+    session.dispose()
+  },
+)
 
 t.test('a step of one pass (no MCM) on two onnxruntime threads matches tfjs too', async (t) => {
   await compare(t, unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] }), [2, 32, 32], (s) =>
@@ -131,7 +76,12 @@ t.test(
     // wasm backend's filter gradient is this project's, checked against cpu on square cases.
     await use('wasm')
     try {
-      await compare(t, unetSpec({ base: 2, levels: 3, dropout: [0.05, 0.1, 0.2] }), [1, 16, 40])
+      await compare(
+        t,
+        unetSpec({ base: 2, levels: 3, dropout: [0.05, 0.1, 0.2] }),
+        [1, 16, 40],
+        onGraphs,
+      )
     } finally {
       await use('cpu')
     }

@@ -1,56 +1,17 @@
-import * as tf from '@tensorflow/tfjs-core'
 import t from 'tap'
-import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { parameterShapes, unetSpec } from '../../src/model/unet.ts'
 import { pack, singlePasses, unpack, workerPasses } from '../../src/train/parallel.ts'
-import {
-  disposeState,
-  initialState,
-  inProcess,
-  trainStep,
-  type Passes,
-} from '../../src/train/step.ts'
+import { inProcess, type Passes } from '../../src/train/step.ts'
 import { installed } from '../../src/util/installed.ts'
-import { seeded } from '../../src/util/rng.ts'
 import { use } from '../helpers/conv-cases.ts'
+import { trainSteps } from '../helpers/pass-compare.ts'
 
 // wasm: the cpu backend's filter gradient is ~20x slower, and wasm is always there.
 await use('wasm')
 
 const tiny = unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] })
 
-const batch = () => {
-  const rng = seeded(2, 'parallel')
-  const image = tf.tensor4d(
-    Float32Array.from({ length: 2 * 32 * 32 }, () => rng.normal()),
-    [2, 32, 32, 1],
-  )
-  const masked = tf.relu(image) as tf.Tensor4D
-  return { image, masked }
-}
-const loss = (a: tf.Tensor4D, b: tf.Tensor4D | undefined) =>
-  tf.tidy(() =>
-    tf.add(tf.mean(tf.square(tf.sub(tf.softmax(a), 0.25))), tf.mean(tf.abs(tf.sub(a, b!)))),
-  ) as tf.Scalar
-
-const run = async (passes: Passes, steps: number) => {
-  const data = batch()
-  let state = initialState(tiny, toParams(tiny, initialWeights(tiny, 2)))
-  const losses: number[] = []
-  const counts: number[] = []
-  for (let s = 0; s < steps; s++) {
-    const r = await trainStep(passes, state, data, loss, { seed: 2, step: s })
-    state = r.state
-    losses.push(r.loss)
-    counts.push(tf.memory().numTensors)
-  }
-  const weights = Object.fromEntries(
-    Object.entries(state.params).map(([k, v]) => [k, v.dataSync().slice() as Float32Array]),
-  )
-  disposeState(state)
-  tf.dispose(Object.values(data))
-  return { losses, weights, counts }
-}
+const run = (passes: Passes, steps: number) => trainSteps(tiny, passes, steps)
 
 // onnxruntime: its passes as onnxruntime graphs, where onnxruntime-node is installed.
 for (const name of [
@@ -62,7 +23,7 @@ for (const name of [
     async (t) => {
       await use(name)
       // This thread's passes for the engine: tfjs on wasm, onnxruntime graphs on onnxruntime.
-      const reference = await run(singlePasses(tiny, name), 3)
+      const reference = await run(await singlePasses(tiny, name), 3)
       const passes = await workerPasses(tiny, name, 2)
       try {
         const parallel = await run(passes, 3)

@@ -1,0 +1,249 @@
+/**
+ * The `onnxruntime-webgpu` engine's runner: the training graphs of ort-graphs.ts (a pass's
+ * forward and its hand-written backward, the ones the `onnxruntime` engine runs on the CPU)
+ * on onnxruntime-web's WebGPU execution provider, on the GPU Dawn finds (webgpu.ts). A pass
+ * is two graph runs on the GPU where the `webgpu` engine (tfjs) dispatches thousands of
+ * small kernels from the host; the forward's saved values stay on the GPU between the two
+ * (onnxruntime's `gpu-buffer` outputs fed back as inputs). The loss and Adam stay in tfjs on
+ * the host, as on the `onnxruntime` engine.
+ *
+ * onnxruntime-web looks for `navigator.gpu`, which Node has not: it is given one whose only
+ * adapter is Dawn's. Dawn's Node binding refuses to upload from a SharedArrayBuffer, which
+ * is what onnxruntime-web's threaded wasm memory is, so uploads from it are copied first.
+ *
+ * @example
+ * const ort = await loadOrtWebGpu(false)        // Either<string, WebGpuOrt>
+ * const passes = ortWebGpuPasses(spec, ort.right)
+ * await trainStep(passes, state, batch, loss, { seed, step })
+ */
+import type * as Ort from 'onnxruntime-web'
+import * as tf from '@tensorflow/tfjs-core'
+import * as E from 'fp-ts/lib/Either.js'
+import { fromParams, type Params } from '../model/tfjs-unet.ts'
+import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
+import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { installed } from '../util/installed.ts'
+import { seeded } from '../util/rng.ts'
+import { backwardGraph, forwardGraph, type Dims } from './ort-graphs.ts'
+import { batchStats, disposeStats, gradientTensors, maskNchw, weightArrays } from './ort-passes.ts'
+import type { Inference, Pass, Passes } from './step.ts'
+import { dawnAdapter, type Adapter } from './webgpu.ts'
+
+type OrtWeb = typeof Ort
+
+export interface WebGpuOrt {
+  readonly ort: OrtWeb
+  /** The adapter, as webgpu.ts names it. */
+  readonly device: string
+}
+
+interface Queue {
+  writeBuffer: (
+    buffer: unknown,
+    offset: number,
+    data: ArrayBufferView,
+    dataOffset?: number,
+    size?: number,
+  ) => void
+}
+
+/** `queue.writeBuffer` that copies a view of shared memory to a plain buffer first. */
+const uploadsFromSharedMemory = (queue: Queue): void => {
+  const write = queue.writeBuffer.bind(queue)
+  queue.writeBuffer = (buffer, offset, data, dataOffset, size) => {
+    if (!(data.buffer instanceof SharedArrayBuffer))
+      return write(buffer, offset, data, dataOffset, size)
+    // dataOffset and size count elements of a typed array, bytes of anything else.
+    const unit = 'BYTES_PER_ELEMENT' in data ? (data.BYTES_PER_ELEMENT as number) : 1
+    const start = data.byteOffset + (dataOffset ?? 0) * unit
+    const bytes = size === undefined ? data.byteLength - (dataOffset ?? 0) * unit : size * unit
+    write(buffer, offset, new Uint8Array(data.buffer, start, bytes).slice(), 0, bytes)
+  }
+}
+
+/** The adapter as onnxruntime-web gets it: its devices' queues upload from shared memory. */
+const adapterForOrt = (adapter: Adapter): Adapter =>
+  new Proxy(adapter, {
+    get: (target, key) => {
+      if (key === 'requestDevice')
+        return async (descriptor: object) => {
+          const device = (await target.requestDevice(descriptor)) as { queue: Queue }
+          uploadsFromSharedMemory(device.queue)
+          return device
+        }
+      const value = Reflect.get(target, key, target) as unknown
+      return typeof value === 'function' ? value.bind(target) : value
+    },
+  })
+
+let loaded: WebGpuOrt | undefined
+
+/**
+ * onnxruntime-web with its WebGPU provider on Dawn's best adapter (a software one only where
+ * `allowSoftware` says so); Left says in one line why not. Loaded once a process.
+ */
+export const loadOrtWebGpu = async (
+  allowSoftware: boolean,
+): Promise<E.Either<string, WebGpuOrt>> => {
+  if (loaded) return E.right(loaded)
+  if (!installed('webgpu')) return E.left('webgpu is not installed (npm i webgpu)')
+  const found = await dawnAdapter(allowSoftware)
+  if (E.isLeft(found)) return found
+  const { gpu: dawn, options } = found.right
+  // A fresh adapter each time: onnxruntime opens a device again once its sessions are gone.
+  const gpu = {
+    requestAdapter: async () => {
+      const adapter = await dawn.requestAdapter(options)
+      return adapter && adapterForOrt(adapter)
+    },
+    getPreferredCanvasFormat: () => 'rgba8unorm',
+    wgslLanguageFeatures: new Set<string>(),
+  }
+  const nav = ((globalThis as { navigator?: object }).navigator ??= {})
+  Object.defineProperty(nav, 'gpu', { value: gpu, configurable: true })
+  try {
+    const ort = (await import('onnxruntime-web/webgpu')) as unknown as OrtWeb
+    ort.env.wasm.numThreads = 1
+    // Its warning that shape computations run on the CPU is by design.
+    ort.env.logLevel = 'error'
+    loaded = { ort, device: found.right.name }
+    return E.right(loaded)
+  } catch (e) {
+    return E.left(`onnxruntime-web's WebGPU build failed to load: ${String(e).split('\n')[0]}`)
+  }
+}
+
+/** Runs one at a time: an onnxruntime-web session takes no second run while one is going. */
+const serial = () => {
+  let last: Promise<unknown> = Promise.resolve()
+  return <T>(run: () => Promise<T>): Promise<T> => {
+    const next = last.then(run)
+    last = next.catch(() => undefined)
+    return next
+  }
+}
+
+interface WebGraphs {
+  readonly forward: Ort.InferenceSession
+  readonly backward: Ort.InferenceSession
+  readonly saved: readonly string[]
+  readonly masks: ReturnType<typeof forwardGraph>['masks']
+  readonly batchNorms: readonly string[]
+  readonly weights: readonly string[]
+  readonly kernels: readonly string[]
+  readonly cancelled: readonly string[]
+  readonly gradients: readonly string[]
+}
+
+const openGraphs = async (ort: OrtWeb, spec: UNetSpec, dims: Dims): Promise<WebGraphs> => {
+  const f = forwardGraph(spec, dims)
+  const b = backwardGraph(spec, f)
+  const saved = [...f.saved.keys()]
+  const options = { executionProviders: ['webgpu'], graphOptimizationLevel: 'all' } as const
+  return {
+    forward: await ort.InferenceSession.create(f.model, {
+      ...options,
+      preferredOutputLocation: Object.fromEntries(saved.map((name) => [name, 'gpu-buffer'])),
+    }),
+    backward: await ort.InferenceSession.create(b.model, options),
+    saved,
+    masks: f.masks,
+    batchNorms: f.batchNorms,
+    weights: f.weights,
+    kernels: b.kernels,
+    cancelled: f.cancelled,
+    gradients: b.gradients,
+  }
+}
+
+/** The passes of a step as onnxruntime graphs on the GPU; the sessions are opened per geometry. */
+export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
+  const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
+  const geometries = new Map<string, Promise<WebGraphs>>()
+  const exclusive = serial()
+  const feed = (data: Float32Array, dims: Dims) => new ort.Tensor('float32', data, dims)
+  const cpuData = (t: Ort.Tensor) => t.data as Float32Array
+
+  const pass = async (
+    weights: ReadonlyMap<string, Float32Array>,
+    image: tf.Tensor4D,
+    seed: readonly (string | number)[],
+  ): Promise<Pass> => {
+    const [n, h, w, c] = image.shape
+    const key = [n, h, w].join('x')
+    if (!geometries.has(key)) geometries.set(key, openGraphs(ort, spec, [n, h, w]))
+    const gs = await (geometries.get(key) as Promise<WebGraphs>)
+    const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
+    const masks = gs.masks.map((m) => [m.name, feed(maskNchw(m.shape, m.rate, rng), m.shape)])
+    const imageFeed = feed(image.dataSync() as Float32Array, [n, h, w, c])
+    const weightFeed = (name: string) =>
+      [name, feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
+    const out = await exclusive(() =>
+      gs.forward.run(
+        Object.fromEntries([['image', imageFeed], ...gs.weights.map(weightFeed), ...masks]),
+      ),
+    )
+    const saved = gs.saved.map((name) => [name, out[name]] as const)
+    const stats = batchStats(gs.batchNorms, (name) => cpuData(out[name]))
+    const logits = out.logits
+    return {
+      logits: tf.tensor4d(cpuData(logits), logits.dims as [number, number, number, number]),
+      stats,
+      backward: async (dLogits) => {
+        try {
+          const d = (await dLogits.data()) as Float32Array
+          const grads = await exclusive(() =>
+            gs.backward.run(
+              Object.fromEntries([
+                ['dlogits', feed(d, dLogits.shape)],
+                ['image', imageFeed],
+                ...gs.kernels.map(weightFeed),
+                ...masks,
+                ...saved,
+              ]),
+            ),
+          )
+          return gradientTensors(gs, shapes, (name) => cpuData(grads[name]))
+        } finally {
+          disposeStats(stats)
+          for (const [, value] of saved) value.dispose()
+        }
+      },
+    }
+  }
+
+  return {
+    // One after the other: the GPU runs one graph at a time anyway.
+    forward: async (params, images, seeds) => {
+      const weights = weightArrays(spec, params)
+      const passes: Pass[] = []
+      for (const [i, image] of images.entries()) passes.push(await pass(weights, image, seeds[i]))
+      return passes
+    },
+    inference: ortWebGpuInference(ort, spec),
+    close: async () => {
+      for (const g of geometries.values()) {
+        const { forward, backward } = await g
+        await Promise.all([forward.release(), backward.release()])
+      }
+      geometries.clear()
+    },
+  }
+}
+
+/** Validation on the GPU: the model `maco export` would write, on the WebGPU provider. */
+const ortWebGpuInference =
+  (ort: OrtWeb, spec: UNetSpec) =>
+  async (params: Params): Promise<Inference> => {
+    const session = await ort.InferenceSession.create(
+      exportOnnx(spec, await fromParams(spec, params)),
+      { executionProviders: ['webgpu'] },
+    )
+    return {
+      probabilities: async (slices, dims) =>
+        (await session.run({ [INPUT_NAME]: new ort.Tensor('float32', slices, dims) }))[
+          PROBABILITIES_NAME
+        ].data as Float32Array,
+      release: () => void session.release(),
+    }
+  }

@@ -1,0 +1,182 @@
+/**
+ * A training pass of another engine against tfjs's own (forwardTrain and its hand-written
+ * backward on the active tfjs backend): logits, batch statistics and every weight gradient.
+ * Also a max pool whose windows tie, and its gradient summed by definition.
+ */
+import * as tf from '@tensorflow/tfjs-core'
+import type { Test } from 'tap'
+import { initialWeights, toParams, type Params } from '../../src/model/tfjs-unet.ts'
+import type { UNetSpec } from '../../src/model/unet.ts'
+import { builder, maxPoolBackward } from '../../src/train/ort-graphs.ts'
+import { graph } from '../../src/train/ort-native.ts'
+import { tensorInfo } from '../../src/model/onnx-proto.ts'
+import {
+  disposeState,
+  initialState,
+  inProcess,
+  trainStep,
+  type Passes,
+} from '../../src/train/step.ts'
+import { seeded } from '../../src/util/rng.ts'
+
+export const random = (shape: number[], seed: string, scale = 1) => {
+  const rng = seeded(7, seed)
+  return tf.tensor(
+    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale),
+    shape,
+  )
+}
+
+/** Everything one pass gives, as arrays: logits, batch statistics, gradients of dLogits. */
+export const onePass = async (
+  passes: Passes,
+  params: Params,
+  image: tf.Tensor4D,
+  dLogits: tf.Tensor4D,
+) => {
+  const [p] = await passes.forward(params, [image], [[3, 'dropout', 0, 'original']])
+  const logits = p.logits.dataSync().slice()
+  const stats = Object.fromEntries(
+    Object.entries(p.stats).map(([k, s]) => [
+      k,
+      [s.mean.dataSync().slice(), s.variance.dataSync().slice()],
+    ]),
+  )
+  p.logits.dispose()
+  const grads = await p.backward(dLogits)
+  const arrays = Object.fromEntries(
+    Object.entries(grads).map(([k, g]) => [k, g.dataSync().slice()]),
+  )
+  tf.dispose(Object.values(grads))
+  return { logits, stats, grads: arrays }
+}
+
+/** max |a - b| over max |b|: float32 rounding of two summation orders stays near 1e-6. */
+export const relative = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let diff = 0
+  let size = 0
+  for (let i = 0; i < b.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]))
+    size = Math.max(size, Math.abs(b[i]))
+  }
+  return size === 0 ? diff : diff / size
+}
+
+/** One pass of `passes(spec)` against tfjs's on a random batch of `n` images of `h` x `w`. */
+export const compare = async (
+  t: Test,
+  spec: UNetSpec,
+  [n, h, w]: number[],
+  passes: (spec: UNetSpec) => Promise<Passes>,
+) => {
+  const params = toParams(spec, initialWeights(spec, 5))
+  const image = random([n, h, w, spec.options.inChannels], 'image') as tf.Tensor4D
+  const dLogits = random([n, h, w, spec.options.classes], 'dlogits', 0.1) as tf.Tensor4D
+  const graphs = await passes(spec)
+  const ours = await onePass(graphs, params, image, dLogits)
+  const reference = await onePass(inProcess(spec), params, image, dLogits)
+  t.ok(relative(ours.logits, reference.logits) < 1e-4, 'logits')
+  t.same(
+    Object.keys(ours.stats).sort(),
+    Object.keys(reference.stats).sort(),
+    'a statistic per batch norm',
+  )
+  for (const [k, [mean, variance]] of Object.entries(reference.stats)) {
+    t.ok(relative(ours.stats[k][0], mean) < 1e-4, `${k} batch mean`)
+    t.ok(relative(ours.stats[k][1], variance) < 1e-4, `${k} batch variance`)
+  }
+  t.same(
+    Object.keys(ours.grads).sort(),
+    Object.keys(reference.grads).sort(),
+    'a gradient per weight',
+  )
+  const worst = Object.entries(reference.grads)
+    .map(([k, g]) => [k, relative(ours.grads[k], g)] as const)
+    .sort((a, b) => b[1] - a[1])
+  t.ok(
+    worst[0][1] < 1e-3,
+    `gradients agree (worst ${worst[0][0]}: ${worst[0][1].toExponential(2)})`,
+  )
+  tf.dispose([...Object.values(params), image, dLogits])
+  await graphs.close()
+}
+
+/**
+ * A 2 x 2 max pool's input (NCHW, 1 x 2 x 4 x 4) whose windows tie in several ways (all four
+ * equal, the first and last, the second and last, none), an output gradient, and the input gradient by
+ * definition: each window's g on its first maximum in row-major order.
+ */
+export const tiedPool = () => {
+  const dims = [1, 2, 4, 4]
+  // prettier-ignore
+  const x = Float32Array.of(
+    1, 1, 5, 2,
+    1, 1, 2, 5,
+    3, 0, -1, -2,
+    0, 3, -2, -1,
+
+    7, 7, 0, 4,
+    7, 7, 0, 4,
+    4, 6, 2, 3,
+    5, 1, 8, 3,
+  )
+  const g = Float32Array.from({ length: 8 }, (_, i) => i + 1)
+  const dx = new Float32Array(x.length)
+  for (let c = 0; c < 2; c++)
+    for (let y = 0; y < 2; y++)
+      for (let xx = 0; xx < 2; xx++) {
+        let first = -1
+        for (const [dy, dc] of [
+          [0, 0],
+          [0, 1],
+          [1, 0],
+          [1, 1],
+        ]) {
+          const at = c * 16 + (2 * y + dy) * 4 + 2 * xx + dc
+          if (first < 0 || x[at] > x[first]) first = at
+        }
+        dx[first] = g[c * 4 + y * 2 + xx]
+      }
+  const b = builder('p')
+  b.named('Identity', [maxPoolBackward(b, 'x', 'g', dims)], 'dx')
+  const model = graph(
+    b.nodes,
+    b.initializers,
+    [tensorInfo('x', dims), tensorInfo('g', [1, 2, 2, 2])],
+    [tensorInfo('dx', dims)],
+  )
+  return { x, g, dx, dims, model }
+}
+
+/**
+ * `steps` training steps of two passes (a batch of two 32 x 32 noise images and a rectified
+ * copy) under a small loss of both passes' logits: the losses, the final weights, and the
+ * tensor count after each step.
+ */
+export const trainSteps = async (spec: UNetSpec, passes: Passes, steps: number) => {
+  const rng = seeded(2, 'parallel')
+  const image = tf.tensor4d(
+    Float32Array.from({ length: 2 * 32 * 32 }, () => rng.normal()),
+    [2, 32, 32, 1],
+  )
+  const data = { image, masked: tf.relu(image) as tf.Tensor4D }
+  const loss = (a: tf.Tensor4D, b: tf.Tensor4D | undefined) =>
+    tf.tidy(() =>
+      tf.add(tf.mean(tf.square(tf.sub(tf.softmax(a), 0.25))), tf.mean(tf.abs(tf.sub(a, b!)))),
+    ) as tf.Scalar
+  let state = initialState(spec, toParams(spec, initialWeights(spec, 2)))
+  const losses: number[] = []
+  const counts: number[] = []
+  for (let s = 0; s < steps; s++) {
+    const r = await trainStep(passes, state, data, loss, { seed: 2, step: s })
+    state = r.state
+    losses.push(r.loss)
+    counts.push(tf.memory().numTensors)
+  }
+  const weights = Object.fromEntries(
+    Object.entries(state.params).map(([k, v]) => [k, v.dataSync().slice() as Float32Array]),
+  )
+  disposeState(state)
+  tf.dispose(Object.values(data))
+  return { losses, weights, counts }
+}

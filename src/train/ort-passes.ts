@@ -27,7 +27,14 @@ import { fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
 import { parameterShapes, size, type UNetSpec } from '../model/unet.ts'
 import { seeded, type Rng } from '../util/rng.ts'
-import { backwardGraph, forwardGraph, type Dims, type MaskInput } from './ort-graphs.ts'
+import {
+  backwardGraph,
+  forwardGraph,
+  type BackwardGraph,
+  type Dims,
+  type ForwardGraph,
+  type MaskInput,
+} from './ort-graphs.ts'
 import { loadNative, openSession, type NativeOrt, type NativeSession } from './ort-native.ts'
 import type { Inference, Pass, Passes } from './step.ts'
 
@@ -59,7 +66,7 @@ const forwardOutputs = (batchNorms: readonly string[]): string[] => [
 ]
 
 /** A forward's batch statistics as tfjs tensors, read from its outputs. */
-export const batchStats = (
+const batchStats = (
   batchNorms: readonly string[],
   output: (name: string) => Float32Array,
 ): BatchStats =>
@@ -70,15 +77,15 @@ export const batchStats = (
     ]),
   )
 
-export const disposeStats = (stats: BatchStats): void =>
+const disposeStats = (stats: BatchStats): void =>
   tf.dispose(Object.values(stats).flatMap((s) => [s.mean, s.variance]))
 
 /**
  * A backward's weight gradients as tfjs tensors: its outputs (`grad.${name}`), and zeros for
  * the conv biases that batch norm cancels.
  */
-export const gradientTensors = (
-  graphs: { readonly gradients: readonly string[]; readonly cancelled: readonly string[] },
+const gradientTensors = (
+  graphs: GraphNames,
   shapes: ReadonlyMap<string, Dims>,
   output: (name: string) => Float32Array,
 ): Record<string, tf.Tensor> =>
@@ -89,6 +96,72 @@ export const gradientTensors = (
     ]),
     ...graphs.cancelled.map((name) => [name, tf.zeros([...(shapes.get(name) as Dims)])]),
   ])
+
+/** An output of a graph run, on the host. */
+export interface HostValue {
+  readonly data: Float32Array
+  readonly dims: readonly number[]
+}
+
+/**
+ * How a runtime runs a pass's two graphs, `T` its tensor: onnxruntime-node on the CPU
+ * (`ortPasses`), onnxruntime-web on the GPU (ort-webgpu.ts).
+ */
+export interface GraphRunner<T> {
+  readonly feed: (data: Float32Array, dims: Dims) => T
+  /** The forward: what the step reads by name, and the saved values as backward feeds. */
+  readonly forward: (feeds: Record<string, T>) => Promise<{
+    readonly read: (name: string) => HostValue
+    readonly saved: readonly (readonly [string, T])[]
+  }>
+  /** The backward: its outputs by name. */
+  readonly backward: (feeds: Record<string, T>) => Promise<(name: string) => HostValue>
+}
+
+/**
+ * One pass of `image` through a runner's graphs: the forward now, the backward when the step
+ * has dL/dlogits; `done` runs after the backward (what the pass held is free then).
+ */
+export const graphPass = async <T>(
+  runner: GraphRunner<T>,
+  names: GraphNames,
+  shapes: ReadonlyMap<string, Dims>,
+  weights: ReadonlyMap<string, Float32Array>,
+  image: tf.Tensor4D,
+  masks: readonly (readonly [string, T])[],
+  done: () => void,
+): Promise<Pass> => {
+  const imageFeed = runner.feed(image.dataSync() as Float32Array, image.shape)
+  const weightFeed = (name: string) =>
+    [name, runner.feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
+  const out = await runner.forward(
+    Object.fromEntries([['image', imageFeed], ...names.weights.map(weightFeed), ...masks]),
+  )
+  const stats = batchStats(names.batchNorms, (name) => out.read(name).data)
+  const logits = out.read('logits')
+  return {
+    logits: tf.tensor4d(logits.data, logits.dims as [number, number, number, number]),
+    stats,
+    backward: async (dLogits) => {
+      try {
+        const d = (await dLogits.data()) as Float32Array
+        const grads = await runner.backward(
+          Object.fromEntries([
+            ['dlogits', runner.feed(d, dLogits.shape)],
+            ['image', imageFeed],
+            ...names.kernels.map(weightFeed),
+            ...masks,
+            ...out.saved,
+          ]),
+        )
+        return gradientTensors(names, shapes, (name) => grads(name).data)
+      } finally {
+        disposeStats(stats)
+        done()
+      }
+    },
+  }
+}
 
 /** The weights as arrays by name, as the graphs read them. */
 export const weightArrays = (spec: UNetSpec, params: Params): Map<string, Float32Array> =>
@@ -113,13 +186,17 @@ const newBuffers = (gs: Pick<PassGraphs, 'saved' | 'masks'>): PassBuffers => ({
 })
 
 /** The two sessions of a batch geometry, and what their feeds and fetches are named. */
-interface PassGraphs {
+interface PassGraphs extends GraphNames {
   readonly forward: NativeSession
   readonly backward: NativeSession
   /** Forward outputs the backward reads, with their shapes. */
   readonly saved: ReadonlyMap<string, Dims>
   /** Buffers of finished passes (their saved values and masks), for the next to fill. */
   readonly spare: PassBuffers[]
+}
+
+/** What a pass feeds and fetches by name, of a forward graph and its backward. */
+export interface GraphNames {
   readonly masks: readonly MaskInput[]
   readonly batchNorms: readonly string[]
   readonly weights: readonly string[]
@@ -127,6 +204,15 @@ interface PassGraphs {
   readonly cancelled: readonly string[]
   readonly gradients: readonly string[]
 }
+
+export const graphNames = (f: ForwardGraph, b: BackwardGraph): GraphNames => ({
+  masks: f.masks,
+  batchNorms: f.batchNorms,
+  weights: f.weights,
+  kernels: b.kernels,
+  cancelled: f.cancelled,
+  gradients: b.gradients,
+})
 
 const openGraphs = (spec: UNetSpec, dims: Dims, ort: NativeOrt, threads: number): PassGraphs => {
   const f = forwardGraph(spec, dims)
@@ -136,12 +222,7 @@ const openGraphs = (spec: UNetSpec, dims: Dims, ort: NativeOrt, threads: number)
     backward: openSession(ort, b.model, threads),
     saved: f.saved,
     spare: [],
-    masks: f.masks,
-    batchNorms: f.batchNorms,
-    weights: f.weights,
-    kernels: b.kernels,
-    cancelled: f.cancelled,
-    gradients: b.gradients,
+    ...graphNames(f, b),
   }
 }
 
@@ -169,8 +250,8 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
     weights: ReadonlyMap<string, Float32Array>,
     image: tf.Tensor4D,
     seed: readonly (string | number)[],
-  ): Pass => {
-    const [n, h, w, c] = image.shape
+  ): Promise<Pass> => {
+    const [n, h, w] = image.shape
     const gs = graphsFor([n, h, w])
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
     const buffers = gs.spare.pop() ?? newBuffers(gs)
@@ -180,47 +261,36 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
     const saved = [...gs.saved].map(
       ([name, dims]) => [name, feed(buffers.saved[name], dims)] as const,
     )
-    const imageFeed = feed(image.dataSync() as Float32Array, [n, h, w, c])
-    const weightFeed = (name: string) =>
-      [name, feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
-    const out = gs.forward.run(
-      Object.fromEntries([['image', imageFeed], ...gs.weights.map(weightFeed), ...masks]),
-      Object.fromEntries([...forwardOutputs(gs.batchNorms).map((name) => [name, null]), ...saved]),
-      {},
-    )
-    const stats = batchStats(gs.batchNorms, (name) => out[name].data)
-    const logits = out.logits
-    return {
-      logits: tf.tensor4d(logits.data, logits.dims as [number, number, number, number]),
-      stats,
-      backward: async (dLogits) => {
-        try {
-          const d = (await dLogits.data()) as Float32Array
-          const grads = gs.backward.run(
-            Object.fromEntries([
-              ['dlogits', feed(d, dLogits.shape)],
-              ['image', imageFeed],
-              ...gs.kernels.map(weightFeed),
-              ...masks,
-              ...saved,
-            ]),
-            Object.fromEntries(gs.gradients.map((name) => [`grad.${name}`, null])),
-            {},
-          )
-          return gradientTensors(gs, shapes, (name) => grads[name].data)
-        } finally {
-          disposeStats(stats)
-          gs.spare.push(buffers)
-        }
+    const runner: GraphRunner<unknown> = {
+      feed,
+      forward: async (feeds) => {
+        const out = gs.forward.run(
+          feeds,
+          Object.fromEntries([
+            ...forwardOutputs(gs.batchNorms).map((name) => [name, null]),
+            ...saved,
+          ]),
+          {},
+        )
+        return { read: (name) => out[name], saved }
+      },
+      backward: async (feeds) => {
+        const grads = gs.backward.run(
+          feeds,
+          Object.fromEntries(gs.gradients.map((name) => [`grad.${name}`, null])),
+          {},
+        )
+        return (name) => grads[name]
       },
     }
+    return graphPass(runner, gs, shapes, weights, image, masks, () => gs.spare.push(buffers))
   }
 
   return E.right({
     inference: ortInference(ort, spec, threads),
     forward: async (params: Params, images, seeds) => {
       const weights = weightArrays(spec, params)
-      return images.map((image, i) => pass(weights, image, seeds[i]))
+      return Promise.all(images.map((image, i) => pass(weights, image, seeds[i])))
     },
     close: async () => {
       for (const g of geometries.values()) [g.forward, g.backward].forEach((s) => s.dispose())

@@ -25,7 +25,14 @@ import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { installed } from '../util/installed.ts'
 import { seeded } from '../util/rng.ts'
 import { backwardGraph, forwardGraph, type Dims } from './ort-graphs.ts'
-import { batchStats, disposeStats, gradientTensors, maskNchw, weightArrays } from './ort-passes.ts'
+import {
+  graphNames,
+  graphPass,
+  maskNchw,
+  weightArrays,
+  type GraphNames,
+  type GraphRunner,
+} from './ort-passes.ts'
 import type { Inference, Pass, Passes } from './step.ts'
 import { dawnAdapter, type Adapter } from './webgpu.ts'
 
@@ -123,16 +130,11 @@ const serial = () => {
   }
 }
 
-interface WebGraphs {
+interface WebGraphs extends GraphNames {
   readonly forward: Ort.InferenceSession
   readonly backward: Ort.InferenceSession
+  /** Forward outputs the backward reads: they stay on the GPU. */
   readonly saved: readonly string[]
-  readonly masks: ReturnType<typeof forwardGraph>['masks']
-  readonly batchNorms: readonly string[]
-  readonly weights: readonly string[]
-  readonly kernels: readonly string[]
-  readonly cancelled: readonly string[]
-  readonly gradients: readonly string[]
 }
 
 const openGraphs = async (ort: OrtWeb, spec: UNetSpec, dims: Dims): Promise<WebGraphs> => {
@@ -147,12 +149,7 @@ const openGraphs = async (ort: OrtWeb, spec: UNetSpec, dims: Dims): Promise<WebG
     }),
     backward: await ort.InferenceSession.create(b.model, options),
     saved,
-    masks: f.masks,
-    batchNorms: f.batchNorms,
-    weights: f.weights,
-    kernels: b.kernels,
-    cancelled: f.cancelled,
-    gradients: b.gradients,
+    ...graphNames(f, b),
   }
 }
 
@@ -162,54 +159,37 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   const geometries = new Map<string, Promise<WebGraphs>>()
   const exclusive = serial()
   const feed = (data: Float32Array, dims: Dims) => new ort.Tensor('float32', data, dims)
-  const cpuData = (t: Ort.Tensor) => t.data as Float32Array
+  const onHost = (t: Ort.Tensor) => ({ data: t.data as Float32Array, dims: t.dims })
 
   const pass = async (
     weights: ReadonlyMap<string, Float32Array>,
     image: tf.Tensor4D,
     seed: readonly (string | number)[],
   ): Promise<Pass> => {
-    const [n, h, w, c] = image.shape
+    const [n, h, w] = image.shape
     const key = [n, h, w].join('x')
     if (!geometries.has(key)) geometries.set(key, openGraphs(ort, spec, [n, h, w]))
     const gs = await (geometries.get(key) as Promise<WebGraphs>)
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
-    const masks = gs.masks.map((m) => [m.name, feed(maskNchw(m.shape, m.rate, rng), m.shape)])
-    const imageFeed = feed(image.dataSync() as Float32Array, [n, h, w, c])
-    const weightFeed = (name: string) =>
-      [name, feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
-    const out = await exclusive(() =>
-      gs.forward.run(
-        Object.fromEntries([['image', imageFeed], ...gs.weights.map(weightFeed), ...masks]),
-      ),
+    const masks = gs.masks.map(
+      (m) => [m.name, feed(maskNchw(m.shape, m.rate, rng), m.shape)] as const,
     )
-    const saved = gs.saved.map((name) => [name, out[name]] as const)
-    const stats = batchStats(gs.batchNorms, (name) => cpuData(out[name]))
-    const logits = out.logits
-    return {
-      logits: tf.tensor4d(cpuData(logits), logits.dims as [number, number, number, number]),
-      stats,
-      backward: async (dLogits) => {
-        try {
-          const d = (await dLogits.data()) as Float32Array
-          const grads = await exclusive(() =>
-            gs.backward.run(
-              Object.fromEntries([
-                ['dlogits', feed(d, dLogits.shape)],
-                ['image', imageFeed],
-                ...gs.kernels.map(weightFeed),
-                ...masks,
-                ...saved,
-              ]),
-            ),
-          )
-          return gradientTensors(gs, shapes, (name) => cpuData(grads[name]))
-        } finally {
-          disposeStats(stats)
-          for (const [, value] of saved) value.dispose()
-        }
+    let saved: Ort.Tensor[] = []
+    const runner: GraphRunner<Ort.Tensor> = {
+      feed,
+      forward: async (feeds) => {
+        const out = await exclusive(() => gs.forward.run(feeds))
+        saved = gs.saved.map((name) => out[name])
+        return { read: (name) => onHost(out[name]), saved: saved.map((t, i) => [gs.saved[i], t]) }
+      },
+      backward: async (feeds) => {
+        const grads = await exclusive(() => gs.backward.run(feeds))
+        return (name) => onHost(grads[name])
       },
     }
+    return graphPass(runner, gs, shapes, weights, image, masks, () => {
+      for (const value of saved) value.dispose()
+    })
   }
 
   return {

@@ -15,8 +15,12 @@ import {
   initialState,
   inProcess,
   trainStep,
+  type Inference,
   type Passes,
 } from '../../src/train/step.ts'
+import { networkSpec } from '../../src/train/recipe.ts'
+import { validate } from '../../src/train/trainer.ts'
+import { prepared, tiny } from './tiny-training.ts'
 import { seeded } from '../../src/util/rng.ts'
 
 export const random = (shape: number[], seed: string, scale = 1) => {
@@ -179,4 +183,24 @@ export const trainSteps = async (spec: UNetSpec, passes: Passes, steps: number) 
   disposeState(state)
   tf.dispose(Object.values(data))
   return { losses, weights, counts }
+}
+
+/** Validation Dice through `inference` against validation on tfjs (the active backend). */
+export const validatesAsTfjs = async (
+  t: Test,
+  inference: (params: Params) => Promise<Inference>,
+) => {
+  const config = tiny
+  const { val } = await prepared(config)
+  const spec = networkSpec(config)
+  const params = toParams(spec, initialWeights(spec, 11))
+  const onTfjs = await validate(spec, params, val, config.classes, config.batch)
+  const ours = await validate(spec, params, val, config.classes, config.batch, inference)
+  t.equal(ours.volumes, onTfjs.volumes)
+  for (const [name, dice] of Object.entries(onTfjs.classes))
+    t.ok(
+      Math.abs(ours.classes[name] - dice) < 1e-3,
+      `${name}: ${ours.classes[name]} against ${dice}`,
+    )
+  tf.dispose(Object.values(params))
 }

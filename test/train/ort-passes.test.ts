@@ -17,12 +17,11 @@ import {
   type StepBatch,
 } from '../../src/train/step.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
-import { validate } from '../../src/train/trainer.ts'
 import { installed } from '../../src/util/installed.ts'
 import { seeded } from '../../src/util/rng.ts'
 import { use } from '../helpers/conv-cases.ts'
-import { compare, random, relative, tiedPool } from '../helpers/pass-compare.ts'
-import { prepared, tiny } from '../helpers/tiny-training.ts'
+import { compare, random, relative, tiedPool, validatesAsTfjs } from '../helpers/pass-compare.ts'
+import { tiny } from '../helpers/tiny-training.ts'
 
 if (!installed('onnxruntime-node')) {
   t.comment('skipped: onnxruntime-node is not installed (npm i onnxruntime-node)')
@@ -184,26 +183,7 @@ t.test('dropout masks are the NHWC draws of every other engine, laid out NCHW', 
 })
 
 t.test('validation on onnxruntime scores as validation on tfjs', async (t) => {
-  const config = tiny
-  const { val } = await prepared(config)
-  const spec = networkSpec(config)
-  const params = toParams(spec, initialWeights(spec, 11))
-  const graphs = ortPasses(spec)
+  const graphs = ortPasses(networkSpec(tiny))
   if (E.isLeft(graphs) || !graphs.right.inference) throw new Error('no onnxruntime inference')
-  const onTfjs = await validate(spec, params, val, config.classes, config.batch)
-  const onOrt = await validate(
-    spec,
-    params,
-    val,
-    config.classes,
-    config.batch,
-    graphs.right.inference,
-  )
-  t.equal(onOrt.volumes, onTfjs.volumes)
-  for (const [name, dice] of Object.entries(onTfjs.classes))
-    t.ok(
-      Math.abs(onOrt.classes[name] - dice) < 1e-3,
-      `${name}: ${onOrt.classes[name]} against ${dice}`,
-    )
-  tf.dispose(Object.values(params))
+  await validatesAsTfjs(t, graphs.right.inference)
 })

@@ -1,17 +1,14 @@
-import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import t from 'tap'
-import { initialWeights, toParams } from '../../src/model/tfjs-unet.ts'
 import { unetSpec } from '../../src/model/unet.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { loadOrtWebGpu, ortWebGpuPasses } from '../../src/train/ort-webgpu.ts'
 import { trainingPasses } from '../../src/train/parallel.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
 import { inProcess } from '../../src/train/step.ts'
-import { validate } from '../../src/train/trainer.ts'
 import { use } from '../helpers/conv-cases.ts'
-import { compare, tiedPool, trainSteps } from '../helpers/pass-compare.ts'
-import { prepared, tiny } from '../helpers/tiny-training.ts'
+import { compare, tiedPool, trainSteps, validatesAsTfjs } from '../helpers/pass-compare.ts'
+import { tiny } from '../helpers/tiny-training.ts'
 
 // onnxruntime-web's WebGPU provider on whatever adapter this machine has: on a CPU machine,
 // Mesa's llvmpipe (OpenGL ES, compatibility mode; .ci/run installs it), where compiling the
@@ -59,9 +56,7 @@ t.test(
   async (t) => {
     const engine = await loadEngine('onnxruntime-webgpu')()
     t.ok(E.isRight(engine) && engine.right.device, 'the engine names its adapter')
-    const config = tiny
-    const { val } = await prepared(config)
-    const spec = networkSpec(config)
+    const spec = networkSpec(tiny)
     const passes = await trainingPasses(spec, 'onnxruntime-webgpu', 1)
     t.ok(passes.inference, 'validation runs on the GPU')
     const onGraphs = await trainSteps(spec, passes, 3)
@@ -78,17 +73,8 @@ t.test(
       ),
     )
     t.equal(new Set(onGraphs.counts).size, 1, 'the tensor count stays flat')
-    const params = toParams(spec, initialWeights(spec, 11))
-    const onGpu = await validate(spec, params, val, config.classes, config.batch, passes.inference)
     await use('cpu')
-    const onTfjs = await validate(spec, params, val, config.classes, config.batch)
-    t.equal(onGpu.volumes, onTfjs.volumes)
-    for (const [name, dice] of Object.entries(onTfjs.classes))
-      t.ok(
-        Math.abs(onGpu.classes[name] - dice) < 1e-3,
-        `${name}: ${onGpu.classes[name]} against ${dice}`,
-      )
-    tf.dispose(Object.values(params))
+    await validatesAsTfjs(t, passes.inference as NonNullable<typeof passes.inference>)
     await passes.close()
   },
 )

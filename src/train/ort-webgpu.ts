@@ -2,10 +2,10 @@
  * The `onnxruntime-webgpu` engine's runner: the training graphs of ort-graphs.ts (a pass's
  * forward and its hand-written backward, the ones the `onnxruntime` engine runs on the CPU)
  * on onnxruntime-web's WebGPU execution provider, on the GPU Dawn finds (webgpu.ts). A pass
- * is two graph runs on the GPU where the `webgpu` engine (tfjs) dispatches thousands of
- * small kernels from the host; the forward's saved values stay on the GPU between the two
- * (onnxruntime's `gpu-buffer` outputs fed back as inputs). The loss and Adam stay in tfjs on
- * the host, as on the `onnxruntime` engine.
+ * is two graph runs (onnxruntime dispatches their nodes from C++ compiled to wasm, where the
+ * `webgpu` engine dispatches tfjs's kernels from JavaScript); the forward's saved values stay
+ * on the GPU between the two (onnxruntime's `gpu-buffer` outputs fed back as inputs). The
+ * loss and Adam stay in tfjs on the host, as on the `onnxruntime` engine.
  *
  * onnxruntime-web looks for `navigator.gpu`, which Node has not: it is given one whose only
  * adapter is Dawn's. Dawn's Node binding refuses to upload from a SharedArrayBuffer, which

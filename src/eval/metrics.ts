@@ -25,6 +25,7 @@
  * meanMetrics([r, r2]).dice
  */
 import { edtWorkspace, squaredEdtInPlace } from '../maco/edt.ts'
+import { elementCount } from '../util/shape.ts'
 
 export interface Metrics {
   /** Fraction in [0, 1]. */
@@ -54,7 +55,7 @@ export const ACDC_CLASSES: readonly LabelClass[] = [
 ]
 
 const checkGrid = (n: number, dims: readonly number[]): void => {
-  const total = dims.reduce((a, b) => a * b, 1)
+  const total = elementCount(dims)
   if (n !== total) throw new RangeError(`dims ${dims.join('x')} need ${total} voxels, got ${n}`)
 }
 

@@ -11,6 +11,7 @@
  * squaredEdt(new Uint8Array([1, 0, 0, 0, 0, 0]), [3, 2], [2, 1])
  * // Float64Array [0, 4, 16, 1, 5, 17]
  */
+import { elementCount } from '../util/shape.ts'
 
 /** Scratch buffers for one line of the transform; reuse one across calls to avoid allocation. */
 export interface EdtWorkspace {
@@ -87,7 +88,7 @@ export const squaredEdtInPlace = (
   spacing: readonly number[] = dims.map(() => 1),
   ws: EdtWorkspace = edtWorkspace(Math.max(...dims)),
 ): Float64Array => {
-  const total = dims.reduce((a, b) => a * b, 1)
+  const total = elementCount(dims)
   if (grid.length !== total)
     throw new RangeError(`dims ${dims.join('x')} need ${total} values, got ${grid.length}`)
   if (spacing.length !== dims.length || spacing.some((s) => !(s > 0) || !Number.isFinite(s)))

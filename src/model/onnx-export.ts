@@ -37,6 +37,7 @@ import {
   type NodeProto,
   type TensorProto,
 } from './onnx-proto.ts'
+import { elementCount } from '../util/shape.ts'
 
 export interface ExportOptions {
   /** ONNX opset; every op used keeps the same semantics from 17 through 21. */
@@ -57,7 +58,7 @@ export const checkWeights = (
 ): E.Either<string, UNetWeights> => {
   for (const { name, shape } of parameterShapes(spec)) {
     const w = weights[name]
-    const n = shape.reduce((a, b) => a * b, 1)
+    const n = elementCount(shape)
     if (w === undefined) return E.left(`missing weight '${name}'`)
     if (w.length !== n)
       return E.left(

@@ -18,6 +18,7 @@ import { pipe } from 'fp-ts/lib/function.js'
 import { forEachKernelIndex } from './onnx-export.ts'
 import { decodeModel, DataType, type ModelProto, type TensorProto } from './onnx-proto.ts'
 import type { UNetSpec, UNetWeights } from './unet.ts'
+import { elementCount } from '../util/shape.ts'
 
 const decode = (bytes: Uint8Array): E.Either<string, ModelProto> =>
   E.tryCatch(
@@ -27,7 +28,7 @@ const decode = (bytes: Uint8Array): E.Either<string, ModelProto> =>
 
 const floats = (t: TensorProto): E.Either<string, Float32Array> => {
   if (t.dataType !== DataType.FLOAT) return E.left(`initializer '${t.name}' is not float32`)
-  const n = t.dims.reduce((a, b) => a * b, 1)
+  const n = elementCount(t.dims)
   const raw = t.rawData
   if (raw !== undefined && raw.length > 0) {
     if (raw.length !== n * 4)

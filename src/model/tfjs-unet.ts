@@ -31,6 +31,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import type { Rng } from '../util/rng.ts'
 import { parameterShapes, type UNetOp, type UNetSpec, type UNetWeights } from './unet.ts'
 import { seeded } from '../util/rng.ts'
+import { elementCount } from '../util/shape.ts'
 
 /** The weights as tensors, named as `parameterShapes`. */
 export type Params = Readonly<Record<string, tf.Tensor>>
@@ -209,7 +210,7 @@ const channelAffine = (
  * in the order of an NHWC tensor of `shape`: every engine draws the same masks from a seed.
  */
 export const dropoutValues = (shape: readonly number[], rate: number, rng: Rng): Float32Array => {
-  const values = new Float32Array(shape.reduce((a, b) => a * b, 1))
+  const values = new Float32Array(elementCount(shape))
   const keep = 1 / (1 - rate)
   for (let i = 0; i < values.length; i++) values[i] = rng.uniform() < rate ? 0 : keep
   return values
@@ -516,7 +517,7 @@ export const updateMovingStats = (params: Params, stats: BatchStats, momentum = 
 export const initialWeights = (spec: UNetSpec, seed: number | string): UNetWeights =>
   Object.fromEntries(
     parameterShapes(spec).map(({ name, shape }) => {
-      const values = new Float32Array(shape.reduce((a, b) => a * b, 1))
+      const values = new Float32Array(elementCount(shape))
       if (name.endsWith('.kernel')) {
         const rng = seeded(seed, 'init', name)
         const std = Math.sqrt(2 / (shape[0] * shape[1] * shape[2]))
@@ -531,7 +532,7 @@ export const toParams = (spec: UNetSpec, weights: UNetWeights): Params => {
   const shapes = parameterShapes(spec)
   for (const { name, shape } of shapes) {
     const w = weights[name]
-    const size = shape.reduce((a, b) => a * b, 1)
+    const size = elementCount(shape)
     if (!w) throw new RangeError(`weights lack '${name}'`)
     if (w.length !== size)
       throw new RangeError(

@@ -15,6 +15,7 @@
  * const spec = unetSpec({ classes: 4 })
  * parameterCount(spec) // 1813764
  */
+import { elementCount } from '../util/shape.ts'
 
 export interface UNetOptions {
   readonly inChannels: number
@@ -131,14 +132,11 @@ export const parameterShapes = (spec: UNetSpec): ParameterShape[] =>
         : [],
   )
 
-/** The number of elements of a tensor of `shape`. */
-export const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
-
 /** Trainable parameters, as PyTorch counts them (moving statistics excluded). */
 export const parameterCount = (spec: UNetSpec): number =>
   parameterShapes(spec)
     .filter((p) => p.trainable)
-    .reduce((n, p) => n + size(p.shape), 0)
+    .reduce((n, p) => n + elementCount(p.shape), 0)
 
 /** Named weights, in the layout of `parameterShapes`. */
 export type UNetWeights = Readonly<Record<string, Float32Array>>

@@ -22,6 +22,7 @@
  * await session.release()
  */
 import type * as Ort from 'onnxruntime-common'
+import { elementCount } from '../util/shape.ts'
 
 export type RuntimeChoice = 'web' | 'node' | 'auto'
 export type RuntimeName = 'onnxruntime-node' | 'onnxruntime-web'
@@ -109,7 +110,7 @@ const open = async (
     threads: runtimeName === 'onnxruntime-web' ? (ort.env.wasm.numThreads ?? threads) : threads,
     ...(fallbackReason === undefined ? {} : { fallbackReason }),
     run: async (input, dims) => {
-      const expected = dims.reduce((a, b) => a * b, 1)
+      const expected = elementCount(dims)
       if (input.length !== expected)
         throw new RangeError(
           `input has ${input.length} values, dims [${dims.join(', ')}] need ${expected}`,

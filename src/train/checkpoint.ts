@@ -28,6 +28,7 @@ import type { UNetWeights } from '../model/unet.ts'
 import { describeErrors } from '../pipeline/decode.ts'
 import { writeFileAtomic } from '../util/atomic.ts'
 import type { TrainState } from './step.ts'
+import { elementCount } from '../util/shape.ts'
 
 export const CHECKPOINT_VERSION = 1
 const MAGIC = 'MACOCKPT'
@@ -74,8 +75,6 @@ const Header = t.type({
   sha256: t.string,
 })
 
-const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
-
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex')
 
 /** The file's bytes. */
@@ -86,7 +85,7 @@ export const encodeCheckpoint = <M>(c: Checkpoint<M>): Uint8Array => {
     ).map(([name, values]) => {
       const shape = c.shapes[name]
       if (!shape) throw new RangeError(`no shape for '${name}'`)
-      if (size(shape) !== values.length)
+      if (elementCount(shape) !== values.length)
         throw new RangeError(`'${name}' has ${values.length} values for shape ${shape.join('x')}`)
       return { name, group, shape, values }
     }),
@@ -140,7 +139,7 @@ export const decodeCheckpoint = <M>(
   const h = header.right
   if (h.version !== CHECKPOINT_VERSION)
     return E.left(`version ${h.version}, this toolkit reads version ${CHECKPOINT_VERSION}`)
-  const expected = start + h.tensors.reduce((n, e) => n + size(e.shape) * 4, 0)
+  const expected = start + h.tensors.reduce((n, e) => n + elementCount(e.shape) * 4, 0)
   if (bytes.length !== expected)
     return E.left(`truncated or padded (${bytes.length} bytes, expected ${expected})`)
   const payload = bytes.subarray(start)
@@ -157,7 +156,7 @@ export const decodeCheckpoint = <M>(
   const payloadView = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
   let offset = 0
   for (const e of h.tensors) {
-    const values = new Float32Array(size(e.shape))
+    const values = new Float32Array(elementCount(e.shape))
     for (let i = 0; i < values.length; i++, offset += 4)
       values[i] = payloadView.getFloat32(offset, true)
     groups[e.group][e.name] = values

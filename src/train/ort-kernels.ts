@@ -46,6 +46,7 @@ import {
   type NativeSession,
 } from './ort-native.ts'
 import type { WasmBackend } from './wasm-kernels.ts'
+import { elementCount } from '../util/shape.ts'
 
 /** An NHWC image batch with symbolic dims. */
 const images = (name: string, channels: number) => tensorInfo(name, ['n', 'h', 'w', channels])
@@ -174,7 +175,7 @@ const runInto = (
     ]),
   )
   const result = session.run(inputs, { y: null }, {}).y
-  if (result.data.length !== shape.reduce((a, b) => a * b, 1))
+  if (result.data.length !== elementCount(shape))
     throw new Error(
       `onnxruntime gave [${result.dims.join(', ')}] where tfjs expects [${shape.join(', ')}]`,
     )

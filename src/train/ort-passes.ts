@@ -25,7 +25,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
-import { parameterShapes, size, type UNetSpec } from '../model/unet.ts'
+import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { seeded, type Rng } from '../util/rng.ts'
 import {
   backwardGraph,
@@ -37,6 +37,7 @@ import {
 } from './ort-graphs.ts'
 import { loadNative, openSession, type NativeOrt, type NativeSession } from './ort-native.ts'
 import type { Inference, Pass, Passes } from './step.ts'
+import { elementCount } from '../util/shape.ts'
 
 /**
  * `dropoutValues` laid out NCHW: the same draws, in the same (NHWC) order, each written
@@ -180,9 +181,9 @@ interface PassBuffers {
 
 const newBuffers = (gs: Pick<PassGraphs, 'saved' | 'masks'>): PassBuffers => ({
   saved: Object.fromEntries(
-    [...gs.saved].map(([name, dims]) => [name, new Float32Array(size(dims))]),
+    [...gs.saved].map(([name, dims]) => [name, new Float32Array(elementCount(dims))]),
   ),
-  masks: gs.masks.map((m) => new Float32Array(size(m.shape))),
+  masks: gs.masks.map((m) => new Float32Array(elementCount(m.shape))),
 })
 
 /** The two sessions of a batch geometry, and what their feeds and fetches are named. */

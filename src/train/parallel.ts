@@ -23,6 +23,7 @@ import { ortInference, ortPasses } from './ort-passes.ts'
 import { loadOrtWebGpu, ortWebGpuPasses, type WebGpuOrt } from './ort-webgpu.ts'
 import { inProcess, type Pass, type Passes } from './step.ts'
 import { tsWorker } from '../util/ts-worker.ts'
+import { elementCount } from '../util/shape.ts'
 
 /** Messages to a worker. */
 export type ToWorker =
@@ -54,7 +55,7 @@ type Shapes = readonly { readonly name: string; readonly shape: readonly number[
 
 /** Named arrays end to end in the order of `shapes` (one buffer to transfer). */
 export const pack = (shapes: Shapes, valueOf: (name: string) => Float32Array): Float32Array => {
-  const out = new Float32Array(shapes.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0))
+  const out = new Float32Array(shapes.reduce((n, s) => n + elementCount(s.shape), 0))
   let offset = 0
   for (const s of shapes) {
     const v = valueOf(s.name)
@@ -69,7 +70,7 @@ export const unpack = (shapes: Shapes, packed: Float32Array): Record<string, Flo
   let offset = 0
   return Object.fromEntries(
     shapes.map((s) => {
-      const n = s.shape.reduce((a, b) => a * b, 1)
+      const n = elementCount(s.shape)
       const v = packed.subarray(offset, offset + n)
       offset += n
       return [s.name, v]

@@ -9,6 +9,7 @@
  * const v = stackSlices(slicesOf(volume), volume.geometry.spacing[2])
  */
 import { realValues, spatialDims, volumeOf, type Volume } from './volume.ts'
+import { elementCount } from '../util/shape.ts'
 
 export interface Slice {
   readonly width: number
@@ -20,8 +21,7 @@ export interface Slice {
 }
 
 /** Number of in-plane slices of a volume: everything past x and y (z, and a 4th axis if any). */
-export const sliceCount = (v: Pick<Volume, 'dims'>): number =>
-  v.dims.slice(2).reduce((a, b) => a * b, 1)
+export const sliceCount = (v: Pick<Volume, 'dims'>): number => elementCount(v.dims.slice(2))
 
 /** Slice `k` of a volume as real values (stored values through the volume's scaling). */
 export const sliceOf = (v: Volume, k: number): Slice => {

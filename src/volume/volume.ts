@@ -10,6 +10,7 @@
  * const v = volumeOf({ dims: [2, 2, 1], data: new Uint8Array([0, 1, 2, 3]), spacing: [1.5, 1.5, 8] })
  * realValues(v) // Float32Array [0, 1, 2, 3]
  */
+import { elementCount } from '../util/shape.ts'
 
 export type DataType = 'uint8' | 'int16' | 'uint16' | 'int32' | 'float32' | 'float64'
 
@@ -62,7 +63,7 @@ export const datatypeOf = (a: VoxelArray): DataType =>
             ? 'float32'
             : 'float64'
 
-export const voxelCount = (dims: readonly number[]): number => dims.reduce((a, b) => a * b, 1)
+export const voxelCount = (dims: readonly number[]): number => elementCount(dims)
 
 /** [nx, ny, nz], with 1 for axes a 2D volume lacks. */
 export const spatialDims = (v: Pick<Volume, 'dims'>): Vec3 => [

@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs-core'
 import { loadEngine, type EngineName } from '../../src/train/engine.ts'
 import { seeded } from '../../src/util/rng.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 export const use = async (name: EngineName) => {
   const r = await loadEngine(name)()
@@ -13,7 +14,7 @@ export const use = async (name: EngineName) => {
 
 export const normal = (shape: number[], seed: number) => {
   const rng = seeded(seed, 'wasm-kernels')
-  return Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal())
+  return Float32Array.from({ length: elementCount(shape) }, () => rng.normal())
 }
 
 /** `f` computed on one backend, as an array. */

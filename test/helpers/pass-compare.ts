@@ -22,11 +22,12 @@ import { networkSpec } from '../../src/train/recipe.ts'
 import { validate } from '../../src/train/trainer.ts'
 import { prepared, tiny } from './tiny-training.ts'
 import { seeded } from '../../src/util/rng.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 export const random = (shape: number[], seed: string, scale = 1) => {
   const rng = seeded(7, seed)
   return tf.tensor(
-    Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal() * scale),
+    Float32Array.from({ length: elementCount(shape) }, () => rng.normal() * scale),
     shape,
   )
 }

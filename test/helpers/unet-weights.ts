@@ -8,13 +8,14 @@
  */
 import { parameterShapes, type UNetSpec, type UNetWeights } from '../../src/model/unet.ts'
 import { seeded } from '../../src/util/rng.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 export const randomWeights = (spec: UNetSpec, seed: number): UNetWeights => {
   const rng = seeded(seed, 'unet-weights')
   const between = (lo: number, hi: number) => lo + (hi - lo) * rng.uniform()
   return Object.fromEntries(
     parameterShapes(spec).map(({ name, shape }) => {
-      const n = shape.reduce((a, b) => a * b, 1)
+      const n = elementCount(shape)
       const fanIn = shape.length === 4 ? shape[0] * shape[1] * shape[2] : 1
       const kind = name.slice(name.lastIndexOf('.') + 1)
       const draw: () => number =

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { squaredEdt, squaredEdtInPlace } from '../../src/maco/edt.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 /** mulberry32: a small seeded generator so every run draws the same grids. */
 const rng = (seed: number) => () => {
@@ -63,7 +64,7 @@ t.test('equals brute force on random 2D and 3D grids, sparse to dense, anisotrop
   ]
   let checked = 0
   for (const dims of shapes) {
-    const total = dims.reduce((a, b) => a * b, 1)
+    const total = elementCount(dims)
     for (const density of [0, 0.01, 0.1, 0.5, 0.95, 1]) {
       for (const spacing of spacings(dims.length)) {
         const features = Uint8Array.from({ length: total }, () => (next() < density ? 1 : 0))

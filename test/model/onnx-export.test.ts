@@ -8,6 +8,7 @@ import { parameterCount, unetSpec, type UNetSpec, type UNetWeights } from '../..
 import { seeded } from '../../src/util/rng.ts'
 import { referenceForward } from '../helpers/reference-forward.ts'
 import { randomWeights } from '../helpers/unet-weights.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 type Dims = [number, number, number, number]
 
@@ -20,7 +21,7 @@ const maxAbsDiff = (a: ArrayLike<number>, b: ArrayLike<number>) => {
 
 const randomImage = (dims: Dims, seed: number) => {
   const rng = seeded(seed, 'image')
-  return Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, () => rng.normal())
+  return Float32Array.from({ length: elementCount(dims) }, () => rng.normal())
 }
 
 /** Runs the model in one runtime; both packages share onnxruntime-common's API. */
@@ -176,7 +177,7 @@ t.test('the default UNet exports and runs one 256 x 256 slice in both runtimes',
   const model = decodeModel(bytes)
   // folding removes gamma and beta (2 per batch-norm channel); the upsample scales add 4
   const bnChannels = spec.ops.reduce((n, o) => n + (o.op === 'batchNorm' ? o.channels : 0), 0)
-  const stored = model.graph.initializer.reduce((n, i) => n + i.dims.reduce((a, b) => a * b, 1), 0)
+  const stored = model.graph.initializer.reduce((n, i) => n + elementCount(i.dims), 0)
   t.equal(stored, 1_813_764 - 2 * bnChannels + 4)
   const dims: Dims = [1, 1, 256, 256]
   const image = randomImage(dims, 5)

@@ -21,6 +21,7 @@ import { loadEngine, type EngineName } from '../../src/train/engine.ts'
 import { installed } from '../../src/util/installed.ts'
 import { seeded, type Rng } from '../../src/util/rng.ts'
 import { maxRelative } from '../helpers/conv-cases.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 const use = async (name: EngineName) => {
   const r = await loadEngine(name)()
@@ -371,10 +372,7 @@ t.test('weights round-trip through tensors, named and shaped as parameterShapes'
     parameterShapes(tiny).map((p) => p.name),
   )
   for (const p of parameterShapes(tiny)) {
-    t.equal(
-      back[p.name].length,
-      p.shape.reduce((a, b) => a * b, 1),
-    )
+    t.equal(back[p.name].length, elementCount(p.shape))
     t.ok(
       back[p.name].every((v, i) => v === w[p.name][i]),
       p.name,

@@ -7,6 +7,7 @@ import { unetSpec } from '../../src/model/unet.ts'
 import { loadEngine } from '../../src/train/engine.ts'
 import { computeGradients, inProcess, type StepBatch } from '../../src/train/step.ts'
 import { seeded } from '../../src/util/rng.ts'
+import { elementCount } from '../../src/util/shape.ts'
 
 // The webgpu engine on whatever adapter this machine has: on a CPU machine, Mesa's llvmpipe
 // (OpenGL ES, compatibility mode; .ci/run installs it). Skips with the reason when none.
@@ -97,7 +98,7 @@ t.test('the webgpu filter gradient and global pool equal the cpu backend', { ski
     await tf.setBackend(backend)
     const rng = seeded(9, 'inputs')
     const normal = (shape: number[]) =>
-      Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal())
+      Float32Array.from({ length: elementCount(shape) }, () => rng.normal())
     const results: Float32Array[] = []
     for (const c of cases) {
       const [b, h, w, ci] = c.x

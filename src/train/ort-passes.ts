@@ -11,7 +11,9 @@
  * tensors and gives back tfjs tensors, so `trainStep` runs unchanged. The dropout masks are
  * drawn from the same seeded RNG in the same order as on every other engine (`maskNchw`).
  *
- * The graphs themselves, and the backward's op by op derivation, are ort-graphs.ts.
+ * The graphs themselves, and the backward's op by op derivation, are ort-graphs.ts. A pass
+ * over them (`graphPass`) is written once for any runtime that can run them (`GraphRunner`):
+ * onnxruntime-node here, onnxruntime-web on a GPU in ort-webgpu.ts.
  *
  * One pair of sessions per batch geometry (n, h, w): the shapes are fixed, so onnxruntime
  * plans all memory once. `threads` is onnxruntime's intra-op thread count. Validation runs

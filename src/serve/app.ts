@@ -29,6 +29,7 @@ import { openApiDocument } from './openapi.ts'
 import { decodePng, encodePng, peekPng, type PngImage } from './png.ts'
 import { checkDims, classSummary, pngVolume, segmentVolume } from './segment.ts'
 import { sniff } from './sniff.ts'
+import { errorLine } from '../util/error-line.ts'
 
 export interface Limits {
   /** Most bytes a request body may have (as sent, compressed or not). */
@@ -207,9 +208,6 @@ const base64 = (bytes: Uint8Array): string => {
     binary += String.fromCharCode(...bytes.subarray(at, at + 0x8000))
   return btoa(binary)
 }
-
-const messageOf = (e: unknown): string =>
-  (e instanceof Error ? e.message : String(e)).split('\n')[0]
 
 /** Constant-time comparison, so the time taken does not tell how much of a key was right. */
 const sameKey = (given: string, key: string): boolean => {
@@ -457,7 +455,7 @@ export const createApp = (options: AppOptions) => {
       fail(405, `${c.req.method} is not allowed on ${c.req.path} (allowed: ${allowed.join(', ')})`),
     )
   })
-  app.onError((e, c) => failure(c, fail(500, `internal error: ${messageOf(e)}`)))
+  app.onError((e, c) => failure(c, fail(500, `internal error: ${errorLine(e)}`)))
   return app
 }
 

@@ -62,6 +62,7 @@ import { fail, type Env, type Failure, type RouteHelpers } from './app.ts'
 import { parseModelCard, type ModelCard } from './model-card.ts'
 import { modelOf, type Model, type ModelRegistry, type SessionFactory } from './models.ts'
 import { checkDims } from './segment.ts'
+import { errorLine } from '../util/error-line.ts'
 
 // ---- the registry that grows ----------------------------------------------------------
 
@@ -222,9 +223,6 @@ type FromJobWorker =
   | { readonly type: 'done'; readonly onnx: Uint8Array; readonly card: ModelCard }
   | { readonly type: 'failed'; readonly message: string }
 
-const messageOf = (e: unknown): string =>
-  (e instanceof Error ? e.message : String(e)).split('\n')[0]
-
 /** The body of a job's worker thread (see `workerRunner`). */
 export const jobWorkerMain = async (): Promise<void> => {
   const port = parentPort
@@ -237,7 +235,7 @@ export const jobWorkerMain = async (): Promise<void> => {
     )
     send({ type: 'done', ...model }, [model.onnx.buffer as ArrayBuffer])
   } catch (e) {
-    send({ type: 'failed', message: messageOf(e) })
+    send({ type: 'failed', message: errorLine(e) })
   }
 }
 
@@ -262,7 +260,7 @@ export const workerRunner =
         void worker.terminate()
       })
       worker.on('error', (e) => {
-        if (!settled) reject(new Error(`the training worker failed: ${messageOf(e)}`))
+        if (!settled) reject(new Error(`the training worker failed: ${errorLine(e)}`))
         settled = true
       })
       worker.on('exit', (code) => {
@@ -317,7 +315,7 @@ const jsonRequest = (body: Uint8Array): E.Either<Failure, Request> => {
   try {
     json = JSON.parse(new TextDecoder().decode(body))
   } catch (e) {
-    return E.left(fail(400, `the body is not JSON (${messageOf(e)})`))
+    return E.left(fail(400, `the body is not JSON (${errorLine(e)})`))
   }
   return pipe(
     decodeStrict(JsonRequest)(json),
@@ -357,7 +355,7 @@ const multipartRequest = async (
       headers: { 'content-type': contentType },
     }).formData()
   } catch (e) {
-    return E.left(fail(400, `malformed multipart body (${messageOf(e)})`))
+    return E.left(fail(400, `malformed multipart body (${errorLine(e)})`))
   }
   const files = async (field: string): Promise<E.Either<Failure, Uint8Array[]>> => {
     const all = form.getAll(field)
@@ -660,7 +658,7 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
         validation: model.card.validation?.dice ?? null,
       }
     } catch (e) {
-      ending = { state: 'failed', error: messageOf(e) }
+      ending = { state: 'failed', error: errorLine(e) }
     }
     // The job's folder (uploads, the trainer's checkpoints) goes before the job says it ended:
     // nothing is left to do with it then. The model, its card and the job's file stay.
@@ -686,7 +684,7 @@ export const openJobs = async (o: JobsOptions): Promise<Jobs> => {
   for (const f of files) {
     const text = await readFile(join(o.jobsDir, f), 'utf8')
     const decoded = pipe(
-      E.tryCatch(() => JSON.parse(text) as unknown, messageOf),
+      E.tryCatch(() => JSON.parse(text) as unknown, errorLine),
       E.chain((u) =>
         pipe(
           Job.decode(u),

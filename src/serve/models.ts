@@ -21,6 +21,7 @@ import { pipe } from 'fp-ts/lib/function.js'
 import * as TE from 'fp-ts/lib/TaskEither.js'
 import type { Session } from './runtime.ts'
 import { parseModelCard, type ModelCard } from './model-card.ts'
+import { errorLine } from '../util/error-line.ts'
 
 /** Read access to the files that hold models; `read` resolves `undefined` for a missing file. */
 export interface ModelStore {
@@ -47,9 +48,6 @@ export interface ModelRegistry {
   /** Releases every opened session. */
   readonly release: () => Promise<void>
 }
-
-const messageOf = (e: unknown): string =>
-  (e instanceof Error ? e.message : String(e)).split('\n')[0]
 
 export const sha256Hex = async (bytes: Uint8Array): Promise<string> => {
   const digest = new Uint8Array(
@@ -96,7 +94,7 @@ export const modelOf = (
         .then(async (b) => queued(await createSession(b)))
         .catch((e: unknown) => {
           session = undefined
-          throw new Error(`model '${card.name}' could not be opened: ${messageOf(e)}`)
+          throw new Error(`model '${card.name}' could not be opened: ${errorLine(e)}`)
         })
       return session
     },
@@ -108,7 +106,7 @@ export const modelOf = (
 /** `BASE.json` decoded as a card, with `BASE.onnx` as its bytes. */
 export const loadModel = (store: ModelStore, base: string, createSession: SessionFactory) =>
   pipe(
-    TE.tryCatch(() => store.read(`${base}.json`), messageOf),
+    TE.tryCatch(() => store.read(`${base}.json`), errorLine),
     TE.chain(TE.fromNullable(`no model card ${store.where}/${base}.json`)),
     TE.chainEitherK((bytes) => parseModelCard(new TextDecoder().decode(bytes))),
     TE.mapLeft((why) =>
@@ -138,7 +136,7 @@ export const loadRegistry = (
   pipe(
     TE.tryCatch(
       () => store.list(),
-      (e) => `cannot list models in ${store.where}: ${messageOf(e)}`,
+      (e) => `cannot list models in ${store.where}: ${errorLine(e)}`,
     ),
     TE.map((files) =>
       files

@@ -23,6 +23,7 @@
  */
 import type * as Ort from 'onnxruntime-common'
 import { elementCount } from '../util/shape.ts'
+import { errorLine } from '../util/error-line.ts'
 
 export type RuntimeChoice = 'web' | 'node' | 'auto'
 export type RuntimeName = 'onnxruntime-node' | 'onnxruntime-web'
@@ -57,9 +58,6 @@ export interface Session {
 type OrtModule = typeof Ort
 
 const inNode = (): boolean => typeof process !== 'undefined' && process.versions?.node !== undefined
-
-const messageOf = (e: unknown): string =>
-  (e instanceof Error ? e.message : String(e)).split('\n')[0]
 
 /** A variable specifier: bundlers leave it alone, so Workers builds never see the native addon. */
 const NODE_PACKAGE = 'onnxruntime-node'
@@ -96,7 +94,7 @@ const open = async (
     graphOptimizationLevel: 'all',
     logSeverityLevel: 3,
   }).catch((e: unknown) => {
-    throw new Error(`${runtimeName} cannot load the model: ${messageOf(e)}`)
+    throw new Error(`${runtimeName} cannot load the model: ${errorLine(e)}`)
   })
   if (!session.outputNames.includes(OUTPUT)) {
     await session.release()
@@ -117,7 +115,7 @@ const open = async (
         )
       const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', input, [...dims]) }
       const result = await session.run(feeds, [OUTPUT]).catch((e: unknown) => {
-        throw new Error(`inference failed: ${messageOf(e)}`)
+        throw new Error(`inference failed: ${errorLine(e)}`)
       })
       const probabilities = result[OUTPUT]
       return { probabilities: probabilities.data as Float32Array, dims: probabilities.dims }
@@ -139,14 +137,14 @@ export const createSession = async (
   if (runtime === 'web') return web()
   if (runtime === 'node') {
     const ort = await loadNode().catch((e: unknown) => {
-      throw new Error(`onnxruntime-node is not available: ${messageOf(e)}`)
+      throw new Error(`onnxruntime-node is not available: ${errorLine(e)}`)
     })
     return open(ort, 'onnxruntime-node', modelBytes, threads, undefined)
   }
   if (!inNode()) return web()
   const ort = await loadNode().then(
     (m) => m,
-    (e: unknown) => messageOf(e),
+    (e: unknown) => errorLine(e),
   )
   return typeof ort === 'string'
     ? web(`onnxruntime-node did not load (${ort})`)

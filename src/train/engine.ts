@@ -42,6 +42,7 @@ import { registerOrtConvs, restoreWasmConvs } from './ort-kernels.ts'
 import { loadOrtWebGpu } from './ort-webgpu.ts'
 import { registerWasmKernels } from './wasm-kernels.ts'
 import { hasGpuDevice, registerWebGpu } from './webgpu.ts'
+import { errorLine } from '../util/error-line.ts'
 
 export const ENGINE_NAMES = [
   'tensorflow-gpu',
@@ -79,9 +80,6 @@ export const singleThreaded = (name: EngineName): boolean =>
   name === 'onnxruntime' || name === 'wasm' || name === 'cpu'
 
 const require = createRequire(import.meta.url)
-
-const firstLine = (e: unknown): string =>
-  (e instanceof Error ? e.message : String(e)).split('\n')[0]
 
 let gradientsRegistered = false
 /**
@@ -173,7 +171,7 @@ const activate = async (
       ? E.right({ backend: 'tensorflow' })
       : E.left(`${pkg} failed to start its backend`)
   } catch (e) {
-    return E.left(`failed to load: ${firstLine(e)}`)
+    return E.left(`failed to load: ${errorLine(e)}`)
   }
 }
 
@@ -184,7 +182,7 @@ export const loadEngine =
     try {
       registerGradients()
     } catch (e) {
-      return E.left(`tfjs gradients could not be registered: ${firstLine(e)}`)
+      return E.left(`tfjs gradients could not be registered: ${errorLine(e)}`)
     }
     if (choice !== 'auto') {
       const r = await activate(choice)

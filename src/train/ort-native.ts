@@ -21,6 +21,7 @@ import {
   type ValueInfoProto,
 } from '../model/onnx-proto.ts'
 import { installed } from '../util/installed.ts'
+import { errorLine } from '../util/error-line.ts'
 
 export interface NativeTensor {
   readonly data: Float32Array
@@ -69,9 +70,7 @@ export const loadNative = (): E.Either<string, NativeOrt> => {
     }
     return E.right(native)
   } catch (e) {
-    return E.left(
-      `${PACKAGE} failed to load: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}`,
-    )
+    return E.left(`${PACKAGE} failed to load: ${errorLine(e)}`)
   }
 }
 

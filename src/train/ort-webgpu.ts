@@ -35,6 +35,7 @@ import {
 } from './ort-passes.ts'
 import type { Inference, Pass, Passes } from './step.ts'
 import { dawnAdapter, type Adapter } from './webgpu.ts'
+import { errorLine } from '../util/error-line.ts'
 
 type OrtWeb = typeof Ort
 
@@ -116,7 +117,7 @@ export const loadOrtWebGpu = async (
     loaded = { ort, device: found.right.name }
     return E.right(loaded)
   } catch (e) {
-    return E.left(`onnxruntime-web's WebGPU build failed to load: ${String(e).split('\n')[0]}`)
+    return E.left(`onnxruntime-web's WebGPU build failed to load: ${errorLine(e)}`)
   }
 }
 

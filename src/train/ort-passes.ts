@@ -123,20 +123,20 @@ export interface GraphRunner<T> {
 
 /**
  * One pass of `image` through a runner's graphs: the forward now, the backward when the step
- * has dL/dlogits; `done` runs after the backward (what the pass held is free then).
+ * has dL/dlogits; `done` runs after the backward (what the pass held is free then). The
+ * weights and masks come as the runner's feeds, made once for both graphs.
  */
 export const graphPass = async <T>(
   runner: GraphRunner<T>,
   names: GraphNames,
   shapes: ReadonlyMap<string, Dims>,
-  weights: ReadonlyMap<string, Float32Array>,
+  weights: ReadonlyMap<string, T>,
   image: tf.Tensor4D,
   masks: readonly (readonly [string, T])[],
   done: () => void,
 ): Promise<Pass> => {
   const imageFeed = runner.feed(image.dataSync() as Float32Array, image.shape)
-  const weightFeed = (name: string) =>
-    [name, runner.feed(weights.get(name) as Float32Array, shapes.get(name) as Dims)] as const
+  const weightFeed = (name: string) => [name, weights.get(name) as T] as const
   const out = await runner.forward(
     Object.fromEntries([['image', imageFeed], ...names.weights.map(weightFeed), ...masks]),
   )
@@ -250,7 +250,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
   const feed = (data: Float32Array, dims: Dims) => ort.tensor(data, dims)
 
   const pass = (
-    weights: ReadonlyMap<string, Float32Array>,
+    weights: ReadonlyMap<string, unknown>,
     image: tf.Tensor4D,
     seed: readonly (string | number)[],
   ): Promise<Pass> => {
@@ -292,7 +292,12 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
   return E.right({
     inference: ortInference(ort, spec, threads),
     forward: async (params: Params, images, seeds) => {
-      const weights = weightArrays(spec, params)
+      const weights = new Map(
+        [...weightArrays(spec, params)].map(([name, data]) => [
+          name,
+          feed(data, shapes.get(name) as Dims),
+        ]),
+      )
       return Promise.all(images.map((image, i) => pass(weights, image, seeds[i])))
     },
     close: async () => {

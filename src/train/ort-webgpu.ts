@@ -4,7 +4,8 @@
  * on onnxruntime-web's WebGPU execution provider, on the GPU Dawn finds (webgpu.ts). A pass
  * is two graph runs (onnxruntime dispatches their nodes from C++ compiled to wasm, where the
  * `webgpu` engine dispatches tfjs's kernels from JavaScript); the forward's saved values stay
- * on the GPU between the two (onnxruntime's `gpu-buffer` outputs fed back as inputs). The
+ * on the GPU between the two (onnxruntime's `gpu-buffer` outputs fed back as inputs), and so
+ * do a step's weights and a pass's dropout masks (uploaded once, read by every run). The
  * loss and Adam stay in tfjs on the host, as on the `onnxruntime` engine.
  *
  * onnxruntime-web looks for `navigator.gpu`, which Node has not: it is given one whose only
@@ -36,6 +37,7 @@ import {
 import type { Inference, Pass, Passes } from './step.ts'
 import { dawnAdapter, type Adapter } from './webgpu.ts'
 import { errorLine } from '../util/error-line.ts'
+import { elementCount } from '../util/shape.ts'
 
 type OrtWeb = typeof Ort
 
@@ -154,6 +156,39 @@ const openGraphs = async (ort: OrtWeb, spec: UNetSpec, dims: Dims): Promise<WebG
   }
 }
 
+interface GpuBuffer {
+  destroy: () => void
+}
+
+interface GpuDevice {
+  createBuffer: (descriptor: { size: number; usage: number }) => GpuBuffer
+  queue: { writeBuffer: (buffer: GpuBuffer, offset: number, data: Float32Array) => void }
+}
+
+/** STORAGE | COPY_SRC | COPY_DST (WebGPU's GPUBufferUsage): what onnxruntime's own buffers have. */
+const TENSOR_USAGE = 0x80 | 0x04 | 0x08
+
+/**
+ * A float32 tensor of onnxruntime's in a GPU buffer of its device, for inputs that several
+ * graph runs read: fed as a host tensor, onnxruntime uploads it again for every run (through
+ * a fresh mapped buffer each time). The buffer is padded to 16 bytes, as onnxruntime pads
+ * its own.
+ */
+const gpuTensor = (ort: OrtWeb, device: GpuDevice, dims: Dims) => {
+  const bytes = elementCount(dims) * 4
+  const buffer = device.createBuffer({ size: Math.ceil(bytes / 16) * 16, usage: TENSOR_USAGE })
+  return {
+    buffer,
+    tensor: ort.Tensor.fromGpuBuffer(buffer as unknown as Ort.Tensor.GpuBufferType, {
+      dataType: 'float32',
+      dims,
+    }),
+    upload: (data: Float32Array) => device.queue.writeBuffer(buffer, 0, data),
+  }
+}
+
+type GpuTensor = ReturnType<typeof gpuTensor>
+
 /** The passes of a step as onnxruntime graphs on the GPU; the sessions are opened per geometry. */
 export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
@@ -161,20 +196,27 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   const exclusive = serial()
   const feed = (data: Float32Array, dims: Dims) => new ort.Tensor('float32', data, dims)
   const onHost = (t: Ort.Tensor) => ({ data: t.data as Float32Array, dims: t.dims })
+  // The weights stay on the GPU: uploaded once a step for the two passes' four runs.
+  const weights = new Map<string, GpuTensor>()
+  const device = async () => (await ort.env.webgpu.device) as unknown as GpuDevice
 
-  const pass = async (
-    weights: ReadonlyMap<string, Float32Array>,
-    image: tf.Tensor4D,
-    seed: readonly (string | number)[],
-  ): Promise<Pass> => {
-    const [n, h, w] = image.shape
+  const graphsFor = ([n, h, w]: Dims) => {
     const key = [n, h, w].join('x')
     if (!geometries.has(key)) geometries.set(key, openGraphs(ort, spec, [n, h, w]))
-    const gs = await (geometries.get(key) as Promise<WebGraphs>)
+    return geometries.get(key) as Promise<WebGraphs>
+  }
+
+  const pass = async (image: tf.Tensor4D, seed: readonly (string | number)[]): Promise<Pass> => {
+    const gs = await graphsFor(image.shape)
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
-    const masks = gs.masks.map(
-      (m) => [m.name, feed(maskNchw(m.shape, m.rate, rng), m.shape)] as const,
-    )
+    const gpu = await device()
+    // Each mask on the GPU once, for the forward and the backward.
+    const maskTensors = gs.masks.map((m) => {
+      const t = gpuTensor(ort, gpu, m.shape)
+      t.upload(maskNchw(m.shape, m.rate, rng))
+      return t
+    })
+    const masks = gs.masks.map((m, i) => [m.name, maskTensors[i].tensor] as const)
     let saved: Ort.Tensor[] = []
     const runner: GraphRunner<Ort.Tensor> = {
       feed,
@@ -188,21 +230,30 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
         return (name) => onHost(grads[name])
       },
     }
-    return graphPass(runner, gs, shapes, weights, image, masks, () => {
+    const feeds = new Map([...weights].map(([name, t]) => [name, t.tensor]))
+    return graphPass(runner, gs, shapes, feeds, image, masks, () => {
       for (const value of saved) value.dispose()
+      for (const t of maskTensors) t.buffer.destroy()
     })
   }
 
   return {
     // One after the other: the GPU runs one graph at a time anyway.
     forward: async (params, images, seeds) => {
-      const weights = weightArrays(spec, params)
+      if (images.length > 0) await graphsFor(images[0].shape) // onnxruntime's device is up
+      const gpu = await device()
+      for (const [name, data] of weightArrays(spec, params)) {
+        if (!weights.has(name)) weights.set(name, gpuTensor(ort, gpu, shapes.get(name) as Dims))
+        weights.get(name)?.upload(data)
+      }
       const passes: Pass[] = []
-      for (const [i, image] of images.entries()) passes.push(await pass(weights, image, seeds[i]))
+      for (const [i, image] of images.entries()) passes.push(await pass(image, seeds[i]))
       return passes
     },
     inference: ortWebGpuInference(ort, spec),
     close: async () => {
+      for (const t of weights.values()) t.buffer.destroy()
+      weights.clear()
       for (const g of geometries.values()) {
         const { forward, backward } = await g
         await Promise.all([forward.release(), backward.release()])

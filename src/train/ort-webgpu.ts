@@ -196,8 +196,14 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   const exclusive = serial()
   const feed = (data: Float32Array, dims: Dims) => new ort.Tensor('float32', data, dims)
   const onHost = (t: Ort.Tensor) => ({ data: t.data as Float32Array, dims: t.dims })
-  // The weights stay on the GPU: uploaded once a step for the two passes' four runs.
-  const weights = new Map<string, GpuTensor>()
+  // The weights stay on the GPU: uploaded once a forward call, for its passes' runs. A
+  // forward while passes of the last one await their backward takes new buffers: a backward
+  // reads its own forward's weights (the old ones go when their last pass is done).
+  const newWeights = () => ({ tensors: new Map<string, GpuTensor>(), inFlight: 0, retired: false })
+  let weights = newWeights()
+  const release = (set: ReturnType<typeof newWeights>) => {
+    if (set.retired && set.inFlight === 0) for (const t of set.tensors.values()) t.buffer.destroy()
+  }
   const device = async () => (await ort.env.webgpu.device) as unknown as GpuDevice
 
   const graphsFor = ([n, h, w]: Dims) => {
@@ -206,7 +212,11 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
     return geometries.get(key) as Promise<WebGraphs>
   }
 
-  const pass = async (image: tf.Tensor4D, seed: readonly (string | number)[]): Promise<Pass> => {
+  const pass = async (
+    set: ReturnType<typeof newWeights>,
+    image: tf.Tensor4D,
+    seed: readonly (string | number)[],
+  ): Promise<Pass> => {
     const gs = await graphsFor(image.shape)
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
     const gpu = await device()
@@ -230,30 +240,46 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
         return (name) => onHost(grads[name])
       },
     }
-    const feeds = new Map([...weights].map(([name, t]) => [name, t.tensor]))
+    const feeds = new Map([...set.tensors].map(([name, t]) => [name, t.tensor]))
     return graphPass(runner, gs, shapes, feeds, image, masks, () => {
       for (const value of saved) value.dispose()
       for (const t of maskTensors) t.buffer.destroy()
+      set.inFlight--
+      release(set)
     })
   }
 
   return {
     // One after the other: the GPU runs one graph at a time anyway.
     forward: async (params, images, seeds) => {
-      if (images.length > 0) await graphsFor(images[0].shape) // onnxruntime's device is up
-      const gpu = await device()
-      for (const [name, data] of weightArrays(spec, params)) {
-        if (!weights.has(name)) weights.set(name, gpuTensor(ort, gpu, shapes.get(name) as Dims))
-        weights.get(name)?.upload(data)
+      // This call's weights, taken before anything is awaited.
+      if (weights.inFlight > 0) {
+        weights.retired = true
+        weights = newWeights()
       }
+      const set = weights
+      set.inFlight += images.length
       const passes: Pass[] = []
-      for (const [i, image] of images.entries()) passes.push(await pass(image, seeds[i]))
-      return passes
+      try {
+        if (images.length > 0) await graphsFor(images[0].shape) // onnxruntime's device is up
+        const gpu = await device()
+        for (const [name, data] of weightArrays(spec, params)) {
+          const t = set.tensors.get(name) ?? gpuTensor(ort, gpu, shapes.get(name) as Dims)
+          set.tensors.set(name, t)
+          t.upload(data)
+        }
+        for (const [i, image] of images.entries()) passes.push(await pass(set, image, seeds[i]))
+        return passes
+      } catch (e) {
+        set.inFlight -= images.length - passes.length
+        release(set)
+        throw e
+      }
     },
     inference: ortWebGpuInference(ort, spec),
     close: async () => {
-      for (const t of weights.values()) t.buffer.destroy()
-      weights.clear()
+      weights.retired = true
+      release(weights)
       for (const g of geometries.values()) {
         const { forward, backward } = await g
         await Promise.all([forward.release(), backward.release()])

@@ -186,6 +186,30 @@ export const trainSteps = async (spec: UNetSpec, passes: Passes, steps: number) 
   return { losses, weights, counts }
 }
 
+/**
+ * A forward while the last one's pass awaits its backward (the runner's contract allows it):
+ * each backward must read its own forward's weights, as when its pass ran alone. 2 x 32 x 32
+ * images, the geometry of `trainSteps`.
+ */
+export const keepsForwardsApart = async (t: Test, spec: UNetSpec, passes: Passes) => {
+  const image = random([2, 32, 32, 1], 'apart') as tf.Tensor4D
+  const dLogits = random([2, 32, 32, spec.options.classes], 'apart-d') as tf.Tensor4D
+  const [first, second] = [5, 6].map((seed) => toParams(spec, initialWeights(spec, seed)))
+  const seed = [3, 'dropout', 0, 'original']
+  const alone = await onePass(passes, first, image, dLogits)
+  const [a] = await passes.forward(first, [image], [seed])
+  const [b] = await passes.forward(second, [image], [seed])
+  const fromB = await b.backward(dLogits)
+  const fromA = await a.backward(dLogits)
+  const names = Object.keys(alone.grads)
+  const worst = Math.max(...names.map((k) => relative(fromA[k].dataSync(), alone.grads[k])))
+  const apart = Math.max(...names.map((k) => relative(fromB[k].dataSync(), alone.grads[k])))
+  t.ok(worst < 1e-6, `the first forward's gradients as alone (worst ${worst.toExponential(2)})`)
+  t.ok(apart > 1e-2, `the second forward's are its own (${apart.toExponential(2)} apart)`)
+  tf.dispose([image, dLogits, a.logits, b.logits, ...Object.values(fromA), ...Object.values(fromB)])
+  tf.dispose([...Object.values(first), ...Object.values(second)])
+}
+
 /** Validation Dice through `inference` against validation on tfjs (the active backend). */
 export const validatesAsTfjs = async (
   t: Test,

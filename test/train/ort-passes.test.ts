@@ -20,7 +20,14 @@ import { networkSpec } from '../../src/train/recipe.ts'
 import { installed } from '../../src/util/installed.ts'
 import { seeded } from '../../src/util/rng.ts'
 import { use } from '../helpers/conv-cases.ts'
-import { compare, random, relative, tiedPool, validatesAsTfjs } from '../helpers/pass-compare.ts'
+import {
+  compare,
+  keepsForwardsApart,
+  random,
+  relative,
+  tiedPool,
+  validatesAsTfjs,
+} from '../helpers/pass-compare.ts'
 import { tiny } from '../helpers/tiny-training.ts'
 
 if (!installed('onnxruntime-node')) {
@@ -168,6 +175,13 @@ t.test('passes in flight together and one after another keep their values apart'
     tf.dispose(Object.values(batch))
   }
   await graphs.right.close()
+})
+
+t.test('a forward while the last one awaits its backward keeps its own weights', async (t) => {
+  const spec = unetSpec({ base: 4, levels: 3, dropout: [0.05, 0.1, 0.2] })
+  const passes = await onGraphs(spec)
+  await keepsForwardsApart(t, spec, passes)
+  await passes.close()
 })
 
 t.test('dropout masks are the NHWC draws of every other engine, laid out NCHW', async (t) => {

@@ -7,7 +7,13 @@ import { trainingPasses } from '../../src/train/parallel.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
 import { inProcess } from '../../src/train/step.ts'
 import { use } from '../helpers/conv-cases.ts'
-import { compare, tiedPool, trainSteps, validatesAsTfjs } from '../helpers/pass-compare.ts'
+import {
+  compare,
+  keepsForwardsApart,
+  tiedPool,
+  trainSteps,
+  validatesAsTfjs,
+} from '../helpers/pass-compare.ts'
 import { tiny } from '../helpers/tiny-training.ts'
 
 // onnxruntime-web's WebGPU provider on whatever adapter this machine has: on a CPU machine,
@@ -51,7 +57,7 @@ t.test(
 )
 
 t.test(
-  "three steps on the GPU give tfjs's losses, and validation its Dice",
+  "three steps on the GPU give tfjs's losses, forwards in flight their own weights, and validation its Dice",
   { skip },
   async (t) => {
     const engine = await loadEngine('onnxruntime-webgpu')()
@@ -73,6 +79,7 @@ t.test(
       ),
     )
     t.equal(new Set(onGraphs.counts).size, 1, 'the tensor count stays flat')
+    await keepsForwardsApart(t, spec, passes)
     await use('cpu')
     await validatesAsTfjs(t, passes.inference as NonNullable<typeof passes.inference>)
     await passes.close()

@@ -189,6 +189,14 @@ const gpuTensor = (ort: OrtWeb, device: GpuDevice, dims: Dims) => {
 
 type GpuTensor = ReturnType<typeof gpuTensor>
 
+/** The weights of one forward call on the GPU, and how many of its passes await a backward. */
+interface WeightSet {
+  readonly tensors: Map<string, GpuTensor>
+  inFlight: number
+  /** A later forward took new buffers: these go when the last pass is done. */
+  retired: boolean
+}
+
 /** The passes of a step as onnxruntime graphs on the GPU; the sessions are opened per geometry. */
 export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
@@ -199,9 +207,9 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   // The weights stay on the GPU: uploaded once a forward call, for its passes' runs. A
   // forward while passes of the last one await their backward takes new buffers: a backward
   // reads its own forward's weights (the old ones go when their last pass is done).
-  const newWeights = () => ({ tensors: new Map<string, GpuTensor>(), inFlight: 0, retired: false })
+  const newWeights = (): WeightSet => ({ tensors: new Map(), inFlight: 0, retired: false })
   let weights = newWeights()
-  const release = (set: ReturnType<typeof newWeights>) => {
+  const release = (set: WeightSet) => {
     if (set.retired && set.inFlight === 0) for (const t of set.tensors.values()) t.buffer.destroy()
   }
   const device = async () => (await ort.env.webgpu.device) as unknown as GpuDevice
@@ -213,7 +221,7 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
   }
 
   const pass = async (
-    set: ReturnType<typeof newWeights>,
+    set: WeightSet,
     image: tf.Tensor4D,
     seed: readonly (string | number)[],
   ): Promise<Pass> => {

@@ -132,6 +132,10 @@ export const parameterShapes = (spec: UNetSpec): ParameterShape[] =>
         : [],
   )
 
+/** Each parameter's shape by its name. */
+export const shapesByName = (spec: UNetSpec): Map<string, readonly number[]> =>
+  new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
+
 /** Trainable parameters, as PyTorch counts them (moving statistics excluded). */
 export const parameterCount = (spec: UNetSpec): number =>
   parameterShapes(spec)

@@ -32,7 +32,7 @@ import {
   type TensorProto,
   type ValueInfoProto,
 } from '../model/onnx-proto.ts'
-import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { shapesByName, type UNetSpec } from '../model/unet.ts'
 import { floats, graph, int64s } from './ort-native.ts'
 
 export type Dims = readonly number[]
@@ -274,7 +274,7 @@ const batchNorm = (
 /** The forward graph of a batch of `n` images of `h` x `w` (inputs NHWC, as tfjs's). */
 export const forwardGraph = (spec: UNetSpec, [n, h, w]: Dims): ForwardGraph => {
   const { leakySlope, bnEpsilon, inChannels, classes } = spec.options
-  const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
+  const shapes = shapesByName(spec)
   const steps = compile(spec.ops)
   const f = builder('f')
   const weights = new Set<string>()
@@ -499,7 +499,7 @@ export const backwardGraph = (spec: UNetSpec, forward: ForwardGraph): BackwardGr
   const { leakySlope, inChannels, classes } = spec.options
   const [n, h, w] = forward.dims
   const { steps, tapes, shapeAt, image } = forward
-  const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
+  const shapes = shapesByName(spec)
   const b = builder('b')
   const gradOutputs: ValueInfoProto[] = []
   const gradient = (name: string, value: string) => {

@@ -27,7 +27,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
-import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { parameterShapes, shapesByName, type UNetSpec } from '../model/unet.ts'
 import { seeded, type Rng } from '../util/rng.ts'
 import {
   backwardGraph,
@@ -166,9 +166,14 @@ export const graphPass = async <T>(
   }
 }
 
-/** The weights as arrays by name, as the graphs read them. */
-export const weightArrays = (spec: UNetSpec, params: Params): Map<string, Float32Array> =>
-  new Map(parameterShapes(spec).map((p) => [p.name, params[p.name].dataSync() as Float32Array]))
+/** The weights by name on the host, as the graphs read them. */
+export const weightArrays = (spec: UNetSpec, params: Params): Map<string, HostValue> =>
+  new Map(
+    parameterShapes(spec).map((p) => [
+      p.name,
+      { data: params[p.name].dataSync() as Float32Array, dims: p.shape },
+    ]),
+  )
 
 /**
  * What a pass holds from its forward to its backward: onnxruntime writes the saved values
@@ -237,7 +242,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
   const loaded = loadNative()
   if (E.isLeft(loaded)) return loaded
   const ort = loaded.right
-  const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
+  const shapes = shapesByName(spec)
   const geometries = new Map<string, PassGraphs>()
   const graphsFor = (dims: Dims) => {
     const key = dims.join('x')
@@ -293,10 +298,7 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
     inference: ortInference(ort, spec, threads),
     forward: async (params: Params, images, seeds) => {
       const weights = new Map(
-        [...weightArrays(spec, params)].map(([name, data]) => [
-          name,
-          feed(data, shapes.get(name) as Dims),
-        ]),
+        [...weightArrays(spec, params)].map(([name, w]) => [name, feed(w.data, w.dims)]),
       )
       return Promise.all(images.map((image, i) => pass(weights, image, seeds[i])))
     },

@@ -22,7 +22,7 @@ import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
 import { fromParams, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
-import { parameterShapes, type UNetSpec } from '../model/unet.ts'
+import { shapesByName, type UNetSpec } from '../model/unet.ts'
 import { installed } from '../util/installed.ts'
 import { seeded } from '../util/rng.ts'
 import { backwardGraph, forwardGraph, type Dims } from './ort-graphs.ts'
@@ -199,7 +199,7 @@ interface WeightSet {
 
 /** The passes of a step as onnxruntime graphs on the GPU; the sessions are opened per geometry. */
 export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
-  const shapes = new Map(parameterShapes(spec).map((p) => [p.name, p.shape]))
+  const shapes = shapesByName(spec)
   const geometries = new Map<string, Promise<WebGraphs>>()
   const exclusive = serial()
   const feed = (data: Float32Array, dims: Dims) => new ort.Tensor('float32', data, dims)
@@ -271,10 +271,10 @@ export const ortWebGpuPasses = (spec: UNetSpec, { ort }: WebGpuOrt): Passes => {
       try {
         if (images.length > 0) await graphsFor(images[0].shape) // onnxruntime's device is up
         const gpu = await device()
-        for (const [name, data] of weightArrays(spec, params)) {
-          const t = set.tensors.get(name) ?? gpuTensor(ort, gpu, shapes.get(name) as Dims)
+        for (const [name, w] of weightArrays(spec, params)) {
+          const t = set.tensors.get(name) ?? gpuTensor(ort, gpu, w.dims)
           set.tensors.set(name, t)
-          t.upload(data)
+          t.upload(w.data)
         }
         for (const [i, image] of images.entries()) passes.push(await pass(set, image, seeds[i]))
         return passes

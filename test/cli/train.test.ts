@@ -195,7 +195,8 @@ t.test('--budget trains the epochs that fit, and says so; config.json records th
   t.notMatch(hurried.err, /\n\s+at /, 'no stack trace')
   t.notOk(existsSync(join(dir, 'a', 'last.ckpt')), 'nothing trained')
 
-  // Far more epochs than 20 seconds allow: the run stops being planned at what fits.
+  // Far more epochs than 40 seconds allow: the run stops being planned at what fits. The budget
+  // counts from the start, data loading and timing included (32 s of 20 once on a loaded CI).
   const out = join(dir, 'b')
   const r = await maco(
     'train',
@@ -204,7 +205,7 @@ t.test('--budget trains the epochs that fit, and says so; config.json records th
     '--epochs',
     '100000',
     '--budget',
-    String(20 / 60),
+    String(40 / 60),
     '--out',
     out,
     '--json',
@@ -225,7 +226,7 @@ t.test('--budget trains the epochs that fit, and says so; config.json records th
     .split('\n')
     .map((l) => JSON.parse(l) as { seconds?: number })
     .reduce((sum, l) => sum + (l.seconds ?? 0), 0)
-  t.ok(seconds <= 20, `the epochs took ${seconds.toFixed(1)} s of the 20`)
+  t.ok(seconds <= 40, `the epochs took ${seconds.toFixed(1)} s of the 40`)
 
   // --epochs alone turns the recipe's budget off; an explicit budget that fits them all keeps them.
   const capped = await maco(

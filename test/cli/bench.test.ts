@@ -10,14 +10,15 @@ import { encodeNifti } from '../../src/volume/nifti.ts'
 import { maco } from '../helpers/cli.ts'
 import { tinyModelDir } from '../helpers/serve-fixtures.ts'
 
-const nativeInstalled = (() => {
+const installed = (pkg: string) => {
   try {
-    createRequire(import.meta.url).resolve('onnxruntime-node')
+    createRequire(import.meta.url).resolve(`${pkg}/package.json`)
     return true
   } catch {
     return false
   }
-})()
+}
+const nativeInstalled = installed('onnxruntime-node')
 
 /** `a` and `b` agree to the rounding of the figures they were computed from. */
 const near = (a: number, b: number, relative = 0.01) => Math.abs(a - b) <= relative * Math.abs(b)
@@ -75,7 +76,7 @@ t.test('medians, quantiles and ratios of timings', async (t) => {
 
 t.test('bench train --json: the DESIGN shape; no PyTorch floor at 32 px', async (t) => {
   const r = await maco(
-    ...['bench', 'train', '--size', '32', '--batch', '2', '--engine', 'wasm', '--steps', '1'],
+    ...['bench', 'train', '--size', '32', '--batch', '2', '--engine', 'wasm', '--steps', '2'],
     '--json',
   )
   t.equal(r.code, 0, r.err)
@@ -90,8 +91,41 @@ t.test('bench train --json: the DESIGN shape; no PyTorch floor at 32 px', async 
     ratio: null,
   })
   t.ok(doc.msPerStep > 0)
+  t.equal(doc.stepsMs.length, 2, 'the timed steps, after a warm-up step')
+  t.match(r.err, /step 0 \(warm-up\)/)
   t.ok(near(doc.imagesPerSecond, (2 * 1000) / doc.msPerStep, 0.05))
 })
+
+t.test('bench train --profile adds the kernel times of one more step', async (t) => {
+  const r = await maco(
+    ...['bench', 'train', '--size', '32', '--batch', '1', '--engine', 'wasm', '--steps', '1'],
+    ...['--profile', '--json'],
+  )
+  t.equal(r.code, 0, r.err)
+  const { kernels } = JSON.parse(r.out) as {
+    kernels: { name: string; ms: number; calls: number }[]
+  }
+  t.ok(kernels.some((k) => k.name === 'Conv2DBackpropFilter' && k.calls > 0))
+  t.same(
+    kernels.map((k) => k.ms),
+    kernels.map((k) => k.ms).sort((a, b) => b - a),
+    'largest first',
+  )
+  t.match(r.err, /Conv2D\s+\d+ ms/)
+})
+
+t.test(
+  'bench train on an engine that is not installed: exit 2 with one line',
+  { skip: installed('@tensorflow/tfjs-node') && 'tfjs-node is installed here' },
+  async (t) => {
+    const r = await maco('bench', 'train', '--engine', 'tensorflow')
+    t.equal(r.code, 2)
+    t.equal(
+      r.err,
+      "maco bench: engine 'tensorflow' is not available: @tensorflow/tfjs-node is not installed (npm i @tensorflow/tfjs-node)\n",
+    )
+  },
+)
 
 t.test('bench train --base: another UNet width, recorded, with no PyTorch floor', async (t) => {
   const r = await maco(
@@ -326,6 +360,14 @@ t.test('bad usage and bad input: exit 2 with one line, before measuring anything
     [['bench', 'train', '--base', '128'], /--base must be a power of two from 1 to 64, got '128'/],
     [['bench', 'train', '--base', '0'], /--base must be a power of two from 1 to 64, got '0'/],
     [['bench', 'train', '--base', 'wide'], /--base must be a power of two .*, got 'wide'/],
+    [['bench', 'train', '--size', '100'], /--size must be a multiple of 16/],
+    [['bench', 'train', '--workers', '3'], /--workers must be a valid number/],
+    [['bench', 'train', '--engine', 'gpu'], /--engine must be one of auto, tensorflow-gpu/],
+    [['bench', 'train', '--steps', '0'], /--steps/],
+    [
+      ['bench', 'train', '--workers', '2', '--profile', '--engine', 'wasm', '--size', '32'],
+      /--profile .* --workers 1/,
+    ],
     [
       ['bench', 'infer', '--model', 'model.txt'],
       /--model must be an \.onnx file or 'random', got model\.txt/,

@@ -344,6 +344,9 @@ export const runRecipe = async <C extends CaseRecord>(
           resume: r.resume,
           origin: { recipe: r.recipeName, pipeline: r.pipeline, data: source },
           stopRequested,
+          ...(r.budget === undefined || r.resume
+            ? {}
+            : { deadline: (r.startedAt ?? performance.now()) / 1000 + r.budget * 60 }),
           onStep: bars.onStep,
           onEpoch: bars.done,
           log: (line) => io.err(`${line}\n`),
@@ -458,7 +461,8 @@ export const trainCommand: Command = {
     '  --epochs N, --seed S, --batch N, --lr X      override the recipe',
     '  --budget MIN          train only as many of the epochs as fit in MIN minutes from the',
     '                        start (timed on this machine before the first step; config.json',
-    "                        records the count); default: the recipe's (cpu: 90) unless",
+    '                        records the count; should the epochs run slower than timed, the',
+    "                        run stops in time, resumable); default: the recipe's (cpu: 90) unless",
     '                        --epochs is given; 0: none',
     `  --loss PRESET         ${LOSS_PRESET_NAMES.join(', ')} (ablations; maco = all terms)`,
     '  --supervision S       scribble (default) or label: the fully supervised upper bound',
@@ -538,8 +542,13 @@ export const trainCommand: Command = {
       throw interrupted(
         `stopped after step ${outcome.step} (${outcome.epoch} of ${outcome.config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume`,
       )
+    if (outcome.status === 'out of time')
+      io.err(
+        `budget: the ${budget} min ran out after ${outcome.epoch} of ${outcome.config.epochs} epochs, which ran slower than timed; the run is whole to there, and maco train ${pipeline} --out ${runDir} --resume trains the rest\n`,
+      )
     const summary = {
       runDir,
+      status: outcome.status,
       recipe: name,
       engine: engine.name,
       workers,

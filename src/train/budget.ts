@@ -4,7 +4,9 @@
  * on one and 1.5 s on another. With a budget the run keeps as many of its epochs as fit, the
  * cost of an epoch timed on the machine before the first step (`probeEpochCost`); the count
  * is fixed then, so the learning-rate schedule spans the run that happens and config.json
- * records it (`--epochs N` repeats the run anywhere).
+ * records it (`--epochs N` repeats the run anywhere). Should the machine turn slower after the
+ * probe (another job, a loaded CI), the trainer's deadline (trainer.ts) stops the run in time
+ * after an epoch, resumable, instead of overrunning.
  *
  * @example
  * fitEpochs({ budgetSeconds: 5400, spentSeconds: 40, perEpoch: 172, most: 50,

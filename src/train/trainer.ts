@@ -115,6 +115,13 @@ export interface TrainInputs {
   readonly passes?: Passes
   /** Checked after every step: true stops the run with a resumable checkpoint. */
   readonly stopRequested?: () => boolean
+  /**
+   * Seconds on `performance.now()`'s clock by which this command's epochs should be done (a
+   * budget's end). The epochs were fitted to it by a probe; when the machine turns slower than
+   * it was then, the run stops after the epoch past which the slowest epoch so far would end
+   * too late (status 'out of time', resumable), rather than overrun.
+   */
+  readonly deadline?: number
   /** Progress lines (a bar with ETA on a terminal). */
   readonly log?: (line: string) => void
   readonly onStep?: (step: number, epoch: number) => void
@@ -135,7 +142,7 @@ export interface EpochLine {
 }
 
 export interface TrainOutcome {
-  readonly status: 'finished' | 'stopped'
+  readonly status: 'finished' | 'stopped' | 'out of time'
   /** Epochs completed. */
   readonly epoch: number
   readonly step: number
@@ -585,7 +592,8 @@ export const train =
     const log = inputs.log ?? (() => {})
     const scored = inputs.val.length > 0
     if (!scored) log('no validation set: keeping the last epoch as best')
-    // This command's epochs, validation included: what the time left is estimated from.
+    // This command's epochs, validation and checkpoints included: what the time left is
+    // estimated from.
     const epochTimes: number[] = []
     const record = async (line: Record<string, unknown>) => {
       history.push(line as Record<string, number>)
@@ -676,12 +684,16 @@ export const train =
         }
         const saved = await checkpoint('last')
         if (E.isLeft(saved)) return saved
-        epochTimes.push(seconds)
+        epochTimes.push(performance.now() / 1000 - started)
         const meanEpoch = epochTimes.reduce((a, b) => a + b, 0) / epochTimes.length
         log(describe(line, config.epochs, improved, meanEpoch * (config.epochs - line.epoch)))
         inputs.onEpoch?.(line)
-        if (inputs.stopRequested?.() && epoch + 1 < config.epochs)
-          return E.right(outcome('stopped', progress))
+        if (epoch + 1 < config.epochs) {
+          if (inputs.stopRequested?.()) return E.right(outcome('stopped', progress))
+          const slowest = Math.max(...epochTimes)
+          if (inputs.deadline !== undefined && performance.now() / 1000 + slowest > inputs.deadline)
+            return E.right(outcome('out of time', progress))
+        }
       }
       return E.right(outcome('finished', progress))
     } finally {

@@ -230,6 +230,29 @@ t.test('without validation volumes the last epoch is kept as best, unscored', as
   t.equal((plot.match(/<polyline /g) ?? []).length, 2, 'logged steps and epoch means only')
 })
 
+t.test(
+  'a deadline the epochs would pass stops the run after an epoch, resumable; a far one, nothing',
+  async (t) => {
+    await use('wasm')
+    const config = { ...tiny, epochs: 3 }
+    const data = await prepared(config)
+    const runDir = await tempDir(t)
+    const base: TrainInputs = { config, ...data, runDir, resume: false }
+    // Due now: after the first epoch, another of its length would end too late.
+    const due = await train({ ...base, deadline: performance.now() / 1000 })()
+    t.match(E.isRight(due) && due.right, { status: 'out of time', epoch: 1 })
+    const resumed = await train({ ...base, resume: true })()
+    t.match(E.isRight(resumed) && resumed.right, { status: 'finished', epoch: 3 })
+
+    const far = await train({
+      ...base,
+      runDir: await tempDir(t),
+      deadline: performance.now() / 1000 + 3600,
+    })()
+    t.match(E.isRight(far) && far.right, { status: 'finished', epoch: 3 })
+  },
+)
+
 t.test('runs that cannot start say why in one line', async (t) => {
   await use('wasm')
   const data = await prepared(tiny)

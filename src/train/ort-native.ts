@@ -36,6 +36,8 @@ export interface NativeSession {
     fetches: Record<string, unknown>,
     options: object,
   ): Record<string, NativeTensor>
+  /** Writes the profile of a session opened with `enableProfiling`. */
+  endProfiling(): void
   dispose(): void
 }
 
@@ -74,14 +76,23 @@ export const loadNative = (): E.Either<string, NativeOrt> => {
   }
 }
 
-/** A session of `model` on `threads` intra-op threads, fully optimised, run sequentially. */
-export const openSession = (ort: NativeOrt, model: Uint8Array, threads: number): NativeSession => {
+/**
+ * A session of `model` on `threads` intra-op threads, fully optimised, run sequentially;
+ * `options` adds session options (bench/ort-profile.ts: onnxruntime's per-node profile).
+ */
+export const openSession = (
+  ort: NativeOrt,
+  model: Uint8Array,
+  threads: number,
+  options: object = {},
+): NativeSession => {
   const session = ort.newSession()
   session.loadModel(model.buffer as ArrayBuffer, model.byteOffset, model.byteLength, {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
+    ...options,
   })
   return session
 }

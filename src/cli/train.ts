@@ -26,7 +26,7 @@ import {
   type Engine,
   type EngineChoice,
 } from '../train/engine.ts'
-import { epochSeconds, fitEpochs } from '../train/budget.ts'
+import { budgetText, duration, epochSeconds, fitEpochs } from '../train/budget.ts'
 import { trainingPasses } from '../train/parallel.ts'
 import {
   LOSS_PRESET_NAMES,
@@ -234,7 +234,7 @@ const withinBudget = async <C extends CaseRecord>(
   io: CommandIO,
 ): Promise<TrainConfig> => {
   const { config } = r
-  io.err(`timing a few steps and a validation to fit the epochs into ${minutes} min\n`)
+  io.err(`timing a few steps and a validation to fit the epochs into ${budgetText(minutes)}\n`)
   const cost = await probeEpochCost({ ...inputs, config })
   // A budget is only fitted for a fresh run.
   if (inputs.stopRequested?.()) throw stoppedBeforeFirstStep()
@@ -250,8 +250,8 @@ const withinBudget = async <C extends CaseRecord>(
   if (E.isLeft(fit)) throw usageError(fit.left)
   const epoch = epochSeconds(cost.right, perEpoch)
   io.err(
-    `budget: ${fit.right} of ${config.epochs} epochs fit in ${minutes} min here (a step ` +
-      `${cost.right.stepSeconds.toFixed(2)} s, an epoch about ${(epoch / 60).toFixed(1)} min with its validation)` +
+    `budget: ${fit.right} of ${config.epochs} epochs fit in ${budgetText(minutes)} here (a step ` +
+      `${cost.right.stepSeconds.toFixed(2)} s, an epoch about ${duration(epoch)} with its validation)` +
       `${fit.right < config.epochs ? '; --budget 0 trains them all' : ''}\n`,
   )
   if (fit.right === config.epochs) return config
@@ -542,9 +542,9 @@ export const trainCommand: Command = {
       throw interrupted(
         `stopped after step ${outcome.step} (${outcome.epoch} of ${outcome.config.epochs} epochs done); resume with: maco train ${pipeline} --out ${runDir} --resume`,
       )
-    if (outcome.status === 'out of time')
+    if (outcome.status === 'out of time' && budget !== undefined)
       io.err(
-        `budget: the ${budget} min ran out after ${outcome.epoch} of ${outcome.config.epochs} epochs, which ran slower than timed; the run is whole to there, and maco train ${pipeline} --out ${runDir} --resume trains the rest\n`,
+        `budget: the ${budgetText(budget)} ran out after ${outcome.epoch} of ${outcome.config.epochs} epochs, which ran slower than timed; the run is whole to there, and maco train ${pipeline} --out ${runDir} --resume trains the rest\n`,
       )
     const summary = {
       runDir,

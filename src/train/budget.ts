@@ -36,7 +36,11 @@ export interface BudgetFit {
 export const epochSeconds = (cost: EpochCost, perEpoch: number): number =>
   perEpoch * cost.stepSeconds + cost.validationSeconds
 
-const duration = (seconds: number): string =>
+/** A budget of minutes as the user gave it, at most two decimals: '90 min', '0.67 min'. */
+export const budgetText = (minutes: number): string => `${Number(minutes.toFixed(2))} min`
+
+/** Seconds as the budget's lines give them: '40 s', '2.1 min'. */
+export const duration = (seconds: number): string =>
   seconds < 60 ? `${seconds.toFixed(0)} s` : `${(seconds / 60).toFixed(1)} min`
 
 /** The epochs that fit (at most `most`); Left, in one line, when not even one does. */

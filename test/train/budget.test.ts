@@ -3,7 +3,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { join } from 'node:path'
 import t from 'tap'
 import { parameterShapes } from '../../src/model/unet.ts'
-import { BUDGET_FILL, epochSeconds, fitEpochs } from '../../src/train/budget.ts'
+import { BUDGET_FILL, budgetText, epochSeconds, fitEpochs } from '../../src/train/budget.ts'
 import { readCheckpoint } from '../../src/train/checkpoint.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
 import {
@@ -114,4 +114,10 @@ t.test('timing an epoch before a run changes nothing of the run and leaks nothin
 
   const wrong = await probeEpochCost({ config: tiny, train: data.train.slice(0, 1), val: [] })
   t.same(wrong, E.left('1 training slices are fewer than one batch of 2'))
+})
+
+t.test('a budget reads as given, to two decimals at most', async (t) => {
+  t.equal(budgetText(90), '90 min')
+  t.equal(budgetText(40 / 60), '0.67 min')
+  t.equal(budgetText(1.5), '1.5 min')
 })

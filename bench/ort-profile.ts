@@ -8,13 +8,14 @@
  *
  * @example
  * node --import tsx bench/ort-profile.ts --size 128 --batch 4 --threads 1 --runs 5
- * // forward graph: 225 ms a run (wall, median), kernels 203 ms
- * //   Conv                     99.9 ms  59.2%
+ * // (an Intel Xeon of the slower class, AVX-512, nothing else running)
+ * // forward graph: 193 ms a run (wall, median), kernels 155 ms
+ * //   Conv                      93.3 ms  60.4%
  * //   ...
- * // backward graph: 450 ms a run (wall, median), kernels 420 ms
- * //   Conv                    102.0 ms  22.9%    (the input gradients)
- * //   FusedMatMul             100.0 ms  22.5%    (the filter gradients, a product per tap)
- * //   Slice                    61.4 ms  13.8%
+ * // backward graph: 424 ms a run (wall, median), kernels 366 ms
+ * //   Conv                      88.0 ms  24.0%    (the input gradients)
+ * //   FusedMatMul               77.8 ms  21.3%    (the filter gradients, a product per tap)
+ * //   Slice                     48.3 ms  13.2%    (the taps' ranges of the padded input)
  */
 import * as E from 'fp-ts/lib/Either.js'
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'

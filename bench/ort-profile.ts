@@ -27,7 +27,7 @@ import { parameterShapes, unetSpec } from '../src/model/unet.ts'
 import { median } from '../src/bench/stats.ts'
 import { backwardGraph, forwardGraph } from '../src/train/ort-graphs.ts'
 import { loadNative, openSession } from '../src/train/ort-native.ts'
-import { maskNchw } from '../src/train/ort-passes.ts'
+import { forwardOutputs, maskNchw } from '../src/train/ort-passes.ts'
 import { seeded } from '../src/util/rng.ts'
 
 const { values } = parseArgs({
@@ -80,11 +80,7 @@ const random = (dims: readonly number[], scale: number) =>
     dims,
   )
 const image = random([batch, size, size, 1], 1)
-const outputs = [
-  'logits',
-  ...f.batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`]),
-  ...f.saved.keys(),
-]
+const outputs = [...forwardOutputs(f.batchNorms), ...f.saved.keys()]
 const wall = { forward: [] as number[], backward: [] as number[] }
 for (let run = 0; run <= runs; run++) {
   const t0 = performance.now()

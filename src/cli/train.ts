@@ -329,10 +329,12 @@ export const runRecipe = async <C extends CaseRecord>(
       const passes = await trainingPasses(spec, r.engine.name, r.workers, r.config.loss.mcm)
       try {
         const inputs = { train: trainSlices, val: valVolumes, passes }
+        // A budget is fitted to, and held by, a fresh run only.
+        const budget = r.resume ? undefined : r.budget
         const config =
-          r.budget === undefined || r.resume
+          budget === undefined
             ? r.config
-            : await withinBudget(r, r.budget, { ...inputs, stopRequested }, io)
+            : await withinBudget(r, budget, { ...inputs, stopRequested }, io)
         untilTraining()
         training = true
         const perEpoch = stepsPerEpoch(trainSlices.length, config.batch)
@@ -344,9 +346,9 @@ export const runRecipe = async <C extends CaseRecord>(
           resume: r.resume,
           origin: { recipe: r.recipeName, pipeline: r.pipeline, data: source },
           stopRequested,
-          ...(r.budget === undefined || r.resume
+          ...(budget === undefined
             ? {}
-            : { deadline: (r.startedAt ?? performance.now()) / 1000 + r.budget * 60 }),
+            : { deadline: (r.startedAt ?? performance.now()) / 1000 + budget * 60 }),
           onStep: bars.onStep,
           onEpoch: bars.done,
           log: (line) => io.err(`${line}\n`),

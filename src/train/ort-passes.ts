@@ -63,7 +63,7 @@ export const maskNchw = (
 }
 
 /** What the forward graph gives back to the step: the logits and each batch norm's statistics. */
-const forwardOutputs = (batchNorms: readonly string[]): string[] => [
+export const forwardOutputs = (batchNorms: readonly string[]): string[] => [
   'logits',
   ...batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`]),
 ]

@@ -211,10 +211,19 @@ const channelAffine = (
  */
 export const dropoutValues = (shape: readonly number[], rate: number, rng: Rng): Float32Array => {
   const values = new Float32Array(elementCount(shape))
+  const draws = rng.fillUint32(new Uint32Array(values.length))
   const keep = 1 / (1 - rate)
-  for (let i = 0; i < values.length; i++) values[i] = rng.uniform() < rate ? 0 : keep
+  const drop = dropThreshold(rate)
+  // Branch-free: the drops of rates of 0.1 to 0.5 would mispredict a branch often.
+  for (let i = 0; i < values.length; i++) values[i] = Number(draws[i] >= drop) * keep
   return values
 }
+
+/**
+ * The raw draw below which a unit drops: `uniform() < rate` exactly when `draw < rate 2^32`
+ * (uniform() is draw / 2^32, and scaling by a power of two is exact).
+ */
+export const dropThreshold = (rate: number): number => rate * 4294967296
 
 export const dropoutMask = (shape: readonly number[], rate: number, rng: Rng): tf.Tensor =>
   tf.tensor(dropoutValues(shape, rate, rng), [...shape])

@@ -25,7 +25,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
+import { dropThreshold, fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
 import { parameterShapes, shapesByName, type UNetSpec } from '../model/unet.ts'
 import { seeded, type Rng } from '../util/rng.ts'
@@ -52,12 +52,22 @@ export const maskNchw = (
   values = new Float32Array(n * c * h * w),
 ): Float32Array => {
   const keep = 1 / (1 - rate)
+  const drop = dropThreshold(rate)
   const plane = h * w
+  // The draws of a run of pixels at a time (all their channels, NHWC order), not of the whole
+  // mask: a pass's masks are two million draws, and 64 k of them stay in the cache.
+  const pixels = Math.max(1, Math.min(plane, Math.floor(65536 / c)))
+  const chunk = new Uint32Array(pixels * c)
   for (let b = 0; b < n; b++)
-    for (let p = 0; p < plane; p++) {
-      const first = b * c * plane + p
-      for (let channel = 0; channel < c; channel++)
-        values[first + channel * plane] = rng.uniform() < rate ? 0 : keep
+    for (let from = 0; from < plane; from += pixels) {
+      const count = Math.min(pixels, plane - from)
+      const draws = rng.fillUint32(count === pixels ? chunk : chunk.subarray(0, count * c))
+      // Channel by channel: the writes run along the mask, the strided reads stay in the chunk.
+      for (let channel = 0; channel < c; channel++) {
+        const first = (b * c + channel) * plane + from
+        for (let p = 0; p < count; p++)
+          values[first + p] = Number(draws[p * c + channel] >= drop) * keep
+      }
     }
   return values
 }

@@ -18,7 +18,7 @@ import {
 } from '../../src/train/step.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
 import { installed } from '../../src/util/installed.ts'
-import { seeded } from '../../src/util/rng.ts'
+import { seeded, type Rng } from '../../src/util/rng.ts'
 import { use } from '../helpers/conv-cases.ts'
 import {
   compare,
@@ -184,16 +184,38 @@ t.test('a forward while the last one awaits its backward keeps its own weights',
   await passes.close()
 })
 
+/** The inverted dropout values of the definition: one `uniform()` a unit, in draw order. */
+const dropoutByDefinition = (count: number, rate: number, rng: Rng) =>
+  Float32Array.from({ length: count }, () => (rng.uniform() < rate ? 0 : 1 / (1 - rate)))
+
 t.test('dropout masks are the NHWC draws of every other engine, laid out NCHW', async (t) => {
-  const nhwc = dropoutValues([2, 3, 4, 5], 0.3, seeded(4, 'mask'))
-  const nchw = maskNchw([2, 5, 3, 4], 0.3, seeded(4, 'mask'))
-  const at = (b: number, y: number, x: number, c: number) => ((b * 3 + y) * 4 + x) * 5 + c
-  const ok = Array.from(nchw).every((v, i) => {
-    const [b, c, y, x] = [Math.floor(i / 60), Math.floor(i / 12) % 5, Math.floor(i / 4) % 3, i % 4]
-    return v === nhwc[at(b, y, x, c)]
-  })
-  t.ok(ok, 'element (b, c, y, x) is NHWC element (b, y, x, c)')
-  t.ok(nchw.some((v) => v === 0) && nchw.some((v) => v > 1), 'both dropped and kept')
+  // [2, 3, 150, 160]: a plane of 24,000 pixels is more than one chunk of draws (21,845 at
+  // three channels), so the chunks' seams and the short last chunk are inside.
+  for (const [n, c, h, w, rate] of [
+    [2, 5, 3, 4, 0.3],
+    [2, 3, 150, 160, 0.5],
+  ]) {
+    const reference = dropoutByDefinition(n * h * w * c, rate, seeded(4, 'mask'))
+    t.same(dropoutValues([n, h, w, c], rate, seeded(4, 'mask')), reference, 'dropoutValues')
+    const rng = seeded(4, 'mask')
+    const nchw = maskNchw([n, c, h, w], rate, rng)
+    const at = (b: number, y: number, x: number, ch: number) => ((b * h + y) * w + x) * c + ch
+    const plane = h * w
+    const ok = Array.from(nchw).every((v, i) => {
+      const [b, ch, y, x] = [
+        Math.floor(i / (c * plane)),
+        Math.floor(i / plane) % c,
+        Math.floor(i / w) % h,
+        i % w,
+      ]
+      return v === reference[at(b, y, x, ch)]
+    })
+    t.ok(ok, `${n}x${c}x${h}x${w}: element (b, c, y, x) is NHWC draw (b, y, x, c)`)
+    t.ok(nchw.some((v) => v === 0) && nchw.some((v) => v > 1), 'both dropped and kept')
+    const after = seeded(4, 'mask')
+    dropoutByDefinition(n * h * w * c, rate, after)
+    t.same(rng.state(), after.state(), 'one draw a unit: the next mask starts where it should')
+  }
 })
 
 t.test('validation on onnxruntime scores as validation on tfjs', async (t) => {

@@ -25,6 +25,23 @@ t.test('the state is plain data and resuming from it continues the stream', asyn
   t.same(seeded(7, 'train').state(), seedState(7, 'train'))
 })
 
+t.test(
+  'fillUint32 draws what as many uniform() calls draw, and continues the stream',
+  async (t) => {
+    const bulk = seeded(9, 'dropout')
+    const single = seeded(9, 'dropout')
+    const first = bulk.fillUint32(new Uint32Array(1000))
+    t.same(
+      Array.from(first, (u) => u / 2 ** 32),
+      draws(single, 1000),
+    )
+    t.same(bulk.state(), single.state(), 'the same state after')
+    t.equal(bulk.uniform(), single.uniform(), 'and the same next draw')
+    t.same(bulk.fillUint32(new Uint32Array(0)), new Uint32Array(0), 'an empty fill draws nothing')
+    t.same(bulk.state(), single.state())
+  },
+)
+
 t.test('uniform is in [0, 1) with the mean and variance of U(0, 1)', async (t) => {
   const n = 100_000
   const xs = draws(seeded(1), n)

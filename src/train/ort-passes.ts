@@ -12,8 +12,10 @@
  * drawn from the same seeded RNG in the same order as on every other engine (`maskNchw`).
  *
  * The graphs themselves, and the backward's op by op derivation, are ort-graphs.ts. A pass
- * over them (`graphPass`) is written once for any runtime that can run them (`GraphRunner`):
- * onnxruntime-node here, onnxruntime-web on a GPU in ort-webgpu.ts.
+ * over them is written once for any runtime that can run them (`GraphRunner`):
+ * onnxruntime-node here, onnxruntime-web on a GPU in ort-webgpu.ts. It works on host arrays
+ * (`hostGraphPass`, what a worker thread runs: `ortHostPasses`), and `graphPass` and
+ * `ortPasses` put tfjs tensors around it for the step.
  *
  * One pair of sessions per batch geometry (n, h, w): the shapes are fixed, so onnxruntime
  * plans all memory once. `threads` is onnxruntime's intra-op thread count. Validation runs
@@ -22,6 +24,9 @@
  * @example
  * const passes = ortPasses(spec, 2)   // Either<string, Passes>: Left when onnxruntime-node is absent
  * await trainStep(passes.right, state, batch, loss, { seed, step })
+ * const host = ortHostPasses(spec)    // the same graphs on Float32Arrays
+ * const pass = await host.right.pass(weights, { data: image, dims: [4, 128, 128, 1] }, seed)
+ * const gradient = await pass.backward(dLogits) // (name) => Float32Array
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
@@ -78,37 +83,39 @@ export const forwardOutputs = (batchNorms: readonly string[]): string[] => [
   ...batchNorms.flatMap((bn) => [`${bn}.mean`, `${bn}.variance`]),
 ]
 
-/** A forward's batch statistics as tfjs tensors, read from its outputs. */
-const batchStats = (
-  batchNorms: readonly string[],
-  output: (name: string) => Float32Array,
-): BatchStats =>
+/** A pass's batch statistics as tfjs tensors. */
+const batchStats = (stats: HostPass['stats']): BatchStats =>
   Object.fromEntries(
-    batchNorms.map((bn) => [
+    Object.entries(stats).map(([bn, [mean, variance]]) => [
       bn,
-      { mean: tf.tensor1d(output(`${bn}.mean`)), variance: tf.tensor1d(output(`${bn}.variance`)) },
+      { mean: tf.tensor1d(mean), variance: tf.tensor1d(variance) },
     ]),
   )
 
 const disposeStats = (stats: BatchStats): void =>
   tf.dispose(Object.values(stats).flatMap((s) => [s.mean, s.variance]))
 
-/**
- * A backward's weight gradients as tfjs tensors: its outputs (`grad.${name}`), and zeros for
- * the conv biases that batch norm cancels.
- */
-const gradientTensors = (
-  graphs: GraphNames,
-  shapes: ReadonlyMap<string, Dims>,
-  output: (name: string) => Float32Array,
-): Record<string, tf.Tensor> =>
-  Object.fromEntries([
-    ...graphs.gradients.map((name) => [
-      name,
-      tf.tensor(output(`grad.${name}`), [...(shapes.get(name) as Dims)]),
-    ]),
-    ...graphs.cancelled.map((name) => [name, tf.zeros([...(shapes.get(name) as Dims)])]),
-  ])
+/** The trainable weights' names and shapes: a backward's gradients, by `parameterShapes`. */
+type Trainable = readonly { readonly name: string; readonly shape: readonly number[] }[]
+
+/** `HostPass` as a tfjs `Pass`: tensors of its logits, statistics and gradients. */
+const tfjsPass = (host: HostPass, trainable: Trainable): Pass => {
+  const stats = batchStats(host.stats)
+  return {
+    logits: tf.tensor4d(host.logits.data, host.logits.dims as [number, number, number, number]),
+    stats,
+    backward: async (dLogits) => {
+      try {
+        const gradient = await host.backward((await dLogits.data()) as Float32Array)
+        return Object.fromEntries(
+          trainable.map((p) => [p.name, tf.tensor(gradient(p.name), [...p.shape])]),
+        )
+      } finally {
+        disposeStats(stats)
+      }
+    },
+  }
+}
 
 /** An output of a graph run, on the host. */
 export interface HostValue {
@@ -132,10 +139,68 @@ export interface GraphRunner<T> {
 }
 
 /**
- * One pass of `image` through a runner's graphs: the forward now, the backward when the step
- * has dL/dlogits; `done` runs after the backward (what the pass held is free then). The
- * weights and masks come as the runner's feeds, made once for both graphs.
+ * A pass on the host, before any tfjs: the logits (NHWC), each batch norm's mean and variance,
+ * and, given dL/dlogits, every trainable weight's gradient. A worker thread sends these as
+ * they are (`ortHostPasses`); `graphPass` makes tfjs tensors of them.
  */
+export interface HostPass {
+  readonly logits: HostValue
+  readonly stats: Readonly<Record<string, readonly [Float32Array, Float32Array]>>
+  readonly backward: (dLogits: Float32Array) => Promise<(name: string) => Float32Array>
+}
+
+/**
+ * One pass of an image through a runner's graphs, on the host: the forward now, the backward
+ * when the step has dL/dlogits; `done` runs after the backward (what the pass held is free
+ * then). The weights and masks come as the runner's feeds, made once for both graphs.
+ */
+export const hostGraphPass = async <T>(
+  runner: GraphRunner<T>,
+  names: GraphNames,
+  shapes: ReadonlyMap<string, Dims>,
+  weights: ReadonlyMap<string, T>,
+  image: HostValue,
+  masks: readonly (readonly [string, T])[],
+  done: () => void,
+): Promise<HostPass> => {
+  const imageFeed = runner.feed(image.data, image.dims)
+  const weightFeed = (name: string) => [name, weights.get(name) as T] as const
+  const out = await runner.forward(
+    Object.fromEntries([['image', imageFeed], ...names.weights.map(weightFeed), ...masks]),
+  )
+  return {
+    logits: out.read('logits'),
+    stats: Object.fromEntries(
+      names.batchNorms.map((bn) => [
+        bn,
+        [out.read(`${bn}.mean`).data, out.read(`${bn}.variance`).data] as const,
+      ]),
+    ),
+    backward: async (dLogits) => {
+      try {
+        const grads = await runner.backward(
+          Object.fromEntries([
+            ['dlogits', runner.feed(dLogits, out.read('logits').dims)],
+            ['image', imageFeed],
+            ...names.kernels.map(weightFeed),
+            ...masks,
+            ...out.saved,
+          ]),
+        )
+        // Batch norm cancels the conv biases before it: their gradient is zero.
+        const cancelled = new Set(names.cancelled)
+        return (name) =>
+          cancelled.has(name)
+            ? new Float32Array(elementCount(shapes.get(name) as Dims))
+            : grads(`grad.${name}`).data
+      } finally {
+        done()
+      }
+    },
+  }
+}
+
+/** `hostGraphPass` with tfjs tensors in and out: a `Pass` of the step. */
 export const graphPass = async <T>(
   runner: GraphRunner<T>,
   names: GraphNames,
@@ -144,37 +209,19 @@ export const graphPass = async <T>(
   image: tf.Tensor4D,
   masks: readonly (readonly [string, T])[],
   done: () => void,
-): Promise<Pass> => {
-  const imageFeed = runner.feed(image.dataSync() as Float32Array, image.shape)
-  const weightFeed = (name: string) => [name, weights.get(name) as T] as const
-  const out = await runner.forward(
-    Object.fromEntries([['image', imageFeed], ...names.weights.map(weightFeed), ...masks]),
+): Promise<Pass> =>
+  tfjsPass(
+    await hostGraphPass(runner, names, shapes, weights, hostImage(image), masks, done),
+    [...names.gradients, ...names.cancelled].map((name) => ({
+      name,
+      shape: shapes.get(name) as Dims,
+    })),
   )
-  const stats = batchStats(names.batchNorms, (name) => out.read(name).data)
-  const logits = out.read('logits')
-  return {
-    logits: tf.tensor4d(logits.data, logits.dims as [number, number, number, number]),
-    stats,
-    backward: async (dLogits) => {
-      try {
-        const d = (await dLogits.data()) as Float32Array
-        const grads = await runner.backward(
-          Object.fromEntries([
-            ['dlogits', runner.feed(d, dLogits.shape)],
-            ['image', imageFeed],
-            ...names.kernels.map(weightFeed),
-            ...masks,
-            ...out.saved,
-          ]),
-        )
-        return gradientTensors(names, shapes, (name) => grads(name).data)
-      } finally {
-        disposeStats(stats)
-        done()
-      }
-    },
-  }
-}
+
+const hostImage = (image: tf.Tensor4D): HostValue => ({
+  data: image.dataSync() as Float32Array,
+  dims: image.shape,
+})
 
 /** The weights by name on the host, as the graphs read them. */
 export const weightArrays = (spec: UNetSpec, params: Params): Map<string, HostValue> =>
@@ -245,10 +292,25 @@ const openGraphs = (spec: UNetSpec, dims: Dims, ort: NativeOrt, threads: number)
 }
 
 /**
- * The passes of a step as onnxruntime graphs on `threads` intra-op threads; Left (one line)
- * when onnxruntime-node cannot be loaded.
+ * Passes over onnxruntime graphs on host arrays: the weights by name, the image (NHWC) and
+ * its shape, the dropout seed in; a `HostPass` out. What a worker thread runs, so that the
+ * weights it is sent and the gradients it sends back never pass through tfjs.
  */
-export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes> => {
+export interface HostPasses {
+  readonly pass: (
+    weights: ReadonlyMap<string, HostValue>,
+    image: HostValue,
+    seed: readonly (string | number)[],
+  ) => Promise<HostPass>
+  readonly ort: NativeOrt
+  readonly close: () => Promise<void>
+}
+
+/**
+ * The passes of a step as onnxruntime graphs on `threads` intra-op threads, on host arrays;
+ * Left (one line) when onnxruntime-node cannot be loaded.
+ */
+export const ortHostPasses = (spec: UNetSpec, threads = 1): E.Either<string, HostPasses> => {
   const loaded = loadNative()
   if (E.isLeft(loaded)) return loaded
   const ort = loaded.right
@@ -265,11 +327,11 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
   const feed = (data: Float32Array, dims: Dims) => ort.tensor(data, dims)
 
   const pass = (
-    weights: ReadonlyMap<string, unknown>,
-    image: tf.Tensor4D,
+    weights: ReadonlyMap<string, HostValue>,
+    image: HostValue,
     seed: readonly (string | number)[],
-  ): Promise<Pass> => {
-    const [n, h, w] = image.shape
+  ): Promise<HostPass> => {
+    const [n, h, w] = image.dims
     const gs = graphsFor([n, h, w])
     const rng = seeded(...(seed as [string | number, ...(string | number)[]]))
     const buffers = gs.spare.pop() ?? newBuffers(gs)
@@ -301,23 +363,37 @@ export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes>
         return (name) => grads[name]
       },
     }
-    return graphPass(runner, gs, shapes, weights, image, masks, () => gs.spare.push(buffers))
+    const feeds = new Map([...weights].map(([name, v]) => [name, feed(v.data, v.dims)]))
+    return hostGraphPass(runner, gs, shapes, feeds, image, masks, () => gs.spare.push(buffers))
   }
 
   return E.right({
-    inference: ortInference(ort, spec, threads),
-    forward: async (params: Params, images, seeds) => {
-      const weights = new Map(
-        [...weightArrays(spec, params)].map(([name, w]) => [name, feed(w.data, w.dims)]),
-      )
-      return Promise.all(images.map((image, i) => pass(weights, image, seeds[i])))
-    },
+    pass,
+    ort,
     close: async () => {
       for (const g of geometries.values()) [g.forward, g.backward].forEach((s) => s.dispose())
       geometries.clear()
     },
   })
 }
+
+/** `ortHostPasses` with tfjs tensors in and out: the `onnxruntime` engine's passes on this thread. */
+export const ortPasses = (spec: UNetSpec, threads = 1): E.Either<string, Passes> =>
+  E.map((host: HostPasses): Passes => {
+    const trainable = parameterShapes(spec).filter((p) => p.trainable)
+    return {
+      inference: ortInference(host.ort, spec, threads),
+      forward: async (params: Params, images, seeds) => {
+        const weights = weightArrays(spec, params)
+        return Promise.all(
+          images.map(async (image, i) =>
+            tfjsPass(await host.pass(weights, hostImage(image), seeds[i]), trainable),
+          ),
+        )
+      },
+      close: host.close,
+    }
+  })(ortHostPasses(spec, threads))
 
 /**
  * Validation on onnxruntime: the weights exported as `maco export` writes them (batch norm

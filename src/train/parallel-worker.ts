@@ -1,8 +1,11 @@
 /**
  * The worker thread of `parallel.ts`: loads its own engine, then runs training forward
- * passes and their backwards on request, keeping each pass until its backward arrives. The
- * passes are this thread's runner for the engine (`singlePasses`): onnxruntime graphs on the
- * `onnxruntime` engine, tfjs elsewhere.
+ * passes and their backwards on request, keeping each pass until its backward arrives. On
+ * the `onnxruntime` engine the passes are its graphs on the host arrays the messages carry
+ * (`ortHostPasses`): the weights and gradients, 7 MB each for the paper UNet, go straight
+ * between the message and onnxruntime, with no tfjs tensors made of them and read back
+ * (four copies a pass, and their garbage). Elsewhere they are this thread's tfjs passes
+ * (`singlePasses`).
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
@@ -10,6 +13,7 @@ import { parentPort } from 'node:worker_threads'
 import { toParams, type Params } from '../model/tfjs-unet.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { loadEngine } from './engine.ts'
+import { ortHostPasses, type HostPass, type HostPasses } from './ort-passes.ts'
 import { pack, singlePasses, unpack, type FromWorker, type ToWorker } from './parallel.ts'
 import type { Pass, Passes } from './step.ts'
 
@@ -18,7 +22,9 @@ if (!port) throw new Error('parallel-worker.ts runs only as a worker thread')
 
 let spec: UNetSpec | undefined
 let runner: Passes | undefined
+let host: HostPasses | undefined
 const passes = new Map<number, { pass: Pass; params: Params; image: tf.Tensor }>()
+const hostPasses = new Map<number, HostPass>()
 
 const reply = (m: FromWorker, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer)
 
@@ -27,10 +33,16 @@ const handle = async (m: ToWorker): Promise<void> => {
     const r = await loadEngine(m.engine)()
     if (E.isLeft(r)) throw new Error(r.left)
     spec = m.spec
-    runner = await singlePasses(m.spec, m.engine)
+    if (m.engine === 'onnxruntime') {
+      const graphs = ortHostPasses(m.spec)
+      if (E.isLeft(graphs)) throw new Error(graphs.left)
+      host = graphs.right
+    } else runner = await singlePasses(m.spec, m.engine)
     return reply({ type: 'ready', id: -1 })
   }
-  if (!spec || !runner) throw new Error('worker used before init')
+  if (!spec) throw new Error('worker used before init')
+  if (host) return handleOnHost(spec, host, m)
+  if (!runner) throw new Error('worker used before init')
   if (m.type === 'forward') {
     const params = toParams(spec, unpack(parameterShapes(spec), m.weights))
     const image = tf.tensor4d(m.image, [...m.shape])
@@ -67,6 +79,34 @@ const handle = async (m: ToWorker): Promise<void> => {
   } finally {
     tf.dispose([dLogits, held.pass.logits, held.image, ...Object.values(held.params)])
   }
+}
+
+const handleOnHost = async (
+  spec: UNetSpec,
+  graphs: HostPasses,
+  m: Exclude<ToWorker, { type: 'init' }>,
+): Promise<void> => {
+  const trainable = parameterShapes(spec).filter((p) => p.trainable)
+  if (m.type === 'forward') {
+    const views = unpack(parameterShapes(spec), m.weights)
+    const weights = new Map(
+      parameterShapes(spec).map((p) => [p.name, { data: views[p.name], dims: p.shape }]),
+    )
+    const pass = await graphs.pass(weights, { data: m.image, dims: m.shape }, m.seed)
+    hostPasses.set(m.id, pass)
+    // A copy to transfer: onnxruntime's output buffers are its own.
+    const logits = pass.logits.data.slice()
+    const shape = pass.logits.dims as [number, number, number, number]
+    return reply({ type: 'forwarded', id: m.id, logits, shape, stats: pass.stats }, [
+      logits.buffer as ArrayBuffer,
+    ])
+  }
+  const pass = hostPasses.get(m.id)
+  if (!pass) throw new Error(`no pass ${m.id} to differentiate`)
+  hostPasses.delete(m.id)
+  const gradient = await pass.backward(m.dLogits)
+  const packed = pack(trainable, gradient)
+  reply({ type: 'gradients', id: m.id, grads: packed }, [packed.buffer as ArrayBuffer])
 }
 
 port.on('message', (m: ToWorker) => {

@@ -165,7 +165,8 @@ export const workerPasses = async (
       images.map((image, i) => {
         const id = nextId++
         const data = (image.dataSync() as Float32Array).slice()
-        const copy = weights.slice()
+        // Each worker is sent its own copy (a transfer empties it); the last one gets the original.
+        const copy = i === images.length - 1 ? weights : weights.slice()
         const shape = image.shape as [number, number, number, number]
         const w = workers[i % workers.length]
         return request(

@@ -28,9 +28,8 @@
  * const logits = predictLogits(spec, params, images)
  */
 import * as tf from '@tensorflow/tfjs-core'
-import type { Rng } from '../util/rng.ts'
 import { parameterShapes, type UNetOp, type UNetSpec, type UNetWeights } from './unet.ts'
-import { seeded } from '../util/rng.ts'
+import { rawBelow, seeded, type Rng } from '../util/rng.ts'
 import { elementCount } from '../util/shape.ts'
 
 /** The weights as tensors, named as `parameterShapes`. */
@@ -213,17 +212,11 @@ export const dropoutValues = (shape: readonly number[], rate: number, rng: Rng):
   const values = new Float32Array(elementCount(shape))
   const draws = rng.fillUint32(new Uint32Array(values.length))
   const keep = 1 / (1 - rate)
-  const drop = dropThreshold(rate)
+  const drop = rawBelow(rate)
   // Branch-free: the drops of rates of 0.1 to 0.5 would mispredict a branch often.
   for (let i = 0; i < values.length; i++) values[i] = Number(draws[i] >= drop) * keep
   return values
 }
-
-/**
- * The raw draw below which a unit drops: `uniform() < rate` exactly when `draw < rate 2^32`
- * (uniform() is draw / 2^32, and scaling by a power of two is exact).
- */
-export const dropThreshold = (rate: number): number => rate * 4294967296
 
 export const dropoutMask = (shape: readonly number[], rate: number, rng: Rng): tf.Tensor =>
   tf.tensor(dropoutValues(shape, rate, rng), [...shape])

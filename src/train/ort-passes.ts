@@ -30,10 +30,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { dropThreshold, fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
+import { fromParams, type BatchStats, type Params } from '../model/tfjs-unet.ts'
 import { exportOnnx, INPUT_NAME, PROBABILITIES_NAME } from '../model/onnx-export.ts'
 import { parameterShapes, shapesByName, type UNetSpec } from '../model/unet.ts'
-import { seeded, type Rng } from '../util/rng.ts'
+import { rawBelow, seeded, type Rng } from '../util/rng.ts'
 import {
   backwardGraph,
   forwardGraph,
@@ -57,7 +57,7 @@ export const maskNchw = (
   values = new Float32Array(n * c * h * w),
 ): Float32Array => {
   const keep = 1 / (1 - rate)
-  const drop = dropThreshold(rate)
+  const drop = rawBelow(rate)
   const plane = h * w
   // The draws of a run of pixels at a time (all their channels, NHWC order), not of the whole
   // mask: a pass's masks are two million draws, and 64 k of them stay in the cache.
@@ -168,8 +168,11 @@ export const hostGraphPass = async <T>(
   const out = await runner.forward(
     Object.fromEntries([['image', imageFeed], ...names.weights.map(weightFeed), ...masks]),
   )
+  const logits = out.read('logits')
+  // Batch norm cancels the conv biases before it: their gradient is zero.
+  const cancelled = new Set(names.cancelled)
   return {
-    logits: out.read('logits'),
+    logits,
     stats: Object.fromEntries(
       names.batchNorms.map((bn) => [
         bn,
@@ -180,15 +183,13 @@ export const hostGraphPass = async <T>(
       try {
         const grads = await runner.backward(
           Object.fromEntries([
-            ['dlogits', runner.feed(dLogits, out.read('logits').dims)],
+            ['dlogits', runner.feed(dLogits, logits.dims)],
             ['image', imageFeed],
             ...names.kernels.map(weightFeed),
             ...masks,
             ...out.saved,
           ]),
         )
-        // Batch norm cancels the conv biases before it: their gradient is zero.
-        const cancelled = new Set(names.cancelled)
         return (name) =>
           cancelled.has(name)
             ? new Float32Array(elementCount(shapes.get(name) as Dims))

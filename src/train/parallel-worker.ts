@@ -17,12 +17,16 @@ import { ortHostPasses, type HostPass, type HostPasses } from './ort-passes.ts'
 import { pack, singlePasses, unpack, type FromWorker, type ToWorker } from './parallel.ts'
 import type { Pass, Passes } from './step.ts'
 
+type Shapes = ReturnType<typeof parameterShapes>
+
 const port = parentPort
 if (!port) throw new Error('parallel-worker.ts runs only as a worker thread')
 
 let spec: UNetSpec | undefined
 let runner: Passes | undefined
-let host: HostPasses | undefined
+/** On the `onnxruntime` engine: its graphs on host arrays, and the weights' layout in a message. */
+let host:
+  { readonly graphs: HostPasses; readonly shapes: Shapes; readonly trainable: Shapes } | undefined
 const passes = new Map<number, { pass: Pass; params: Params; image: tf.Tensor }>()
 const hostPasses = new Map<number, HostPass>()
 
@@ -36,12 +40,13 @@ const handle = async (m: ToWorker): Promise<void> => {
     if (m.engine === 'onnxruntime') {
       const graphs = ortHostPasses(m.spec)
       if (E.isLeft(graphs)) throw new Error(graphs.left)
-      host = graphs.right
+      const shapes = parameterShapes(m.spec)
+      host = { graphs: graphs.right, shapes, trainable: shapes.filter((p) => p.trainable) }
     } else runner = await singlePasses(m.spec, m.engine)
     return reply({ type: 'ready', id: -1 })
   }
   if (!spec) throw new Error('worker used before init')
-  if (host) return handleOnHost(spec, host, m)
+  if (host) return handleOnHost(host, m)
   if (!runner) throw new Error('worker used before init')
   if (m.type === 'forward') {
     const params = toParams(spec, unpack(parameterShapes(spec), m.weights))
@@ -82,16 +87,12 @@ const handle = async (m: ToWorker): Promise<void> => {
 }
 
 const handleOnHost = async (
-  spec: UNetSpec,
-  graphs: HostPasses,
+  { graphs, shapes, trainable }: NonNullable<typeof host>,
   m: Exclude<ToWorker, { type: 'init' }>,
 ): Promise<void> => {
-  const trainable = parameterShapes(spec).filter((p) => p.trainable)
   if (m.type === 'forward') {
-    const views = unpack(parameterShapes(spec), m.weights)
-    const weights = new Map(
-      parameterShapes(spec).map((p) => [p.name, { data: views[p.name], dims: p.shape }]),
-    )
+    const views = unpack(shapes, m.weights)
+    const weights = new Map(shapes.map((p) => [p.name, { data: views[p.name], dims: p.shape }]))
     const pass = await graphs.pass(weights, { data: m.image, dims: m.shape }, m.seed)
     hostPasses.set(m.id, pass)
     // A copy to transfer: onnxruntime's output buffers are its own.

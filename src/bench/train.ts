@@ -13,12 +13,18 @@
  * // { ..., base: 8, reference: null, ratio: null }
  */
 import * as tf from '@tensorflow/tfjs-core'
-import { DEFAULT_LOSS, macoLoss } from '../maco/losses.ts'
+import { DEFAULT_LOSS, type LossTargets } from '../maco/losses.ts'
 import { initialWeights, toParams } from '../model/tfjs-unet.ts'
 import { DEFAULT_UNET, unetSpec } from '../model/unet.ts'
 import type { Engine } from '../train/engine.ts'
 import { trainingPasses } from '../train/parallel.ts'
-import { disposeState, initialState, trainStep, type StepBatch } from '../train/step.ts'
+import {
+  disposeState,
+  initialState,
+  trainStep,
+  type MacoStepLoss,
+  type StepBatch,
+} from '../train/step.ts'
 import { seeded } from '../util/rng.ts'
 import type { Row } from './report.ts'
 import { median, ratioTo } from './stats.ts'
@@ -72,9 +78,7 @@ export interface TrainResult {
 
 interface BenchBatch extends StepBatch {
   readonly masked: tf.Tensor4D
-  readonly scribbles: tf.Tensor3D
-  readonly cpl: tf.Tensor4D
-  readonly gc: tf.Tensor3D
+  readonly targets: LossTargets
 }
 
 /** Random images, half of their 16 px patches zeroed, sparse scribbles, CPL and a GC disc. */
@@ -89,7 +93,7 @@ const syntheticBatch = (batch: number, size: number, classes: number): BenchBatc
     return (x + y) % 2 === 0 ? 0 : v
   })
   const unlabelled = classes
-  const scribbles = Int32Array.from({ length: n }, () =>
+  const scribbles = Uint8Array.from({ length: n }, () =>
     rng.uniform() < 0.05 ? rng.int(classes) : unlabelled,
   )
   const cpl = Float32Array.from({ length: n * classes }, () =>
@@ -103,9 +107,7 @@ const syntheticBatch = (batch: number, size: number, classes: number): BenchBatc
   return {
     image: tf.tensor4d(image, [batch, size, size, 1]),
     masked: tf.tensor4d(masked, [batch, size, size, 1]),
-    scribbles: tf.tensor3d(scribbles, [batch, size, size], 'int32'),
-    cpl: tf.tensor4d(cpl, [batch, size, size, classes]),
-    gc: tf.tensor3d(gc, [batch, size, size]),
+    targets: { scribbles, unlabelled, cpl, gc },
   }
 }
 
@@ -141,15 +143,12 @@ export const trainBench = async (
   let state = initialState(spec, toParams(spec, weights))
   const passes = await trainingPasses(spec, engine.name, workers)
   const data = syntheticBatch(batch, size, spec.options.classes)
-  const loss = (logits: tf.Tensor4D, maskedLogits: tf.Tensor4D | undefined, b: BenchBatch) =>
-    macoLoss(DEFAULT_LOSS, {
-      logits,
-      maskedLogits,
-      scribbles: b.scribbles,
-      cpl: b.cpl,
-      gc: b.gc,
-      unlabelled: spec.options.classes,
-    })
+  // The trainer's loss, as data: on two workers each evaluates its pass's branch.
+  const loss: MacoStepLoss<BenchBatch> = {
+    kind: 'maco',
+    config: DEFAULT_LOSS,
+    targets: (b) => b.targets,
+  }
   const times: number[] = []
   let kernels: KernelTime[] | undefined
   try {
@@ -178,7 +177,7 @@ export const trainBench = async (
   } finally {
     await passes.close()
     disposeState(state)
-    tf.dispose(Object.values(data))
+    tf.dispose([data.image, data.masked])
   }
   const msPerStep = median(times)
   const pytorch = pytorchMsPerStep(size, batch, base)

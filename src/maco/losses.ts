@@ -19,12 +19,19 @@
  * tensor version took 8 times as long at 128 px (bench/step-parts.ts). `macoLoss` wraps the
  * whole thing in `tf.customGrad` for code that does use `tf.grad`.
  *
+ * The terms split by pass: pCE, L_e and L_cpl differentiate only the original pass, beta pCE
+ * and L_mcm only the masked one, which reads the original's probabilities (detached). So
+ * `originalBranchLoss` and `maskedBranchLoss` take host arrays and give each pass its own
+ * dL/dlogits: what a worker thread that ran the pass evaluates (train/parallel.ts), and what
+ * `lossWithGradients` is made of.
+ *
  * @example
  * const config = pipe(decodeLossConfig({ cpl: false }), E.getOrElseW(fail))
  * const { total, terms, gradients } = lossWithGradients(config, { logits, maskedLogits, scribbles, gc, unlabelled: 4 })
  * original.backward(gradients.logits); masked.backward(gradients.maskedLogits!)
  * // terms: { pce, pceMasked, mcm, gc }, each already weighted; total is their sum
  * cosineDistance(po, pm, 4) // po, pm pixel-major ArrayLikes: { value: number, grad: Float64Array }
+ * const o = originalBranchLoss(config, targets, logits, probabilitiesOf(logits, shape), 4) // { terms, dLogits }
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
@@ -275,71 +282,171 @@ const backendSoftmax = (z: tf.Tensor4D): ArrayLike<number> => {
 }
 
 /**
- * The MaCo loss of one batch, its weighted parts and its gradients (see the module comment).
- * The tensors are read once and every term runs as a loop over the pixels in float64: on
- * wasm, the same terms as tensor ops were ~170 small kernels with a fixed cost each.
+ * The class probabilities of NHWC logits on the host, as every branch of the loss takes them:
+ * the backend's softmax where it reads synchronously, else `softmax`. The same on any thread
+ * of the same engine, so a worker's branch gives the main thread's bits.
+ */
+export const probabilitiesOf = (
+  logits: Float32Array,
+  shape: readonly [number, number, number, number],
+): ArrayLike<number> => {
+  if (readsOnlyAsync()) return softmax(logits, shape[3])
+  const z = tf.tensor4d(logits, [...shape])
+  try {
+    return backendSoftmax(z)
+  } finally {
+    z.dispose()
+  }
+}
+
+/** What the loss reads of a batch besides the logits, on the host, pixel-major like them. */
+export interface LossTargets {
+  /** Scribble labels [B, H, W]; `unlabelled` marks pixels without one. */
+  readonly scribbles: ArrayLike<number>
+  readonly unlabelled: number
+  /** Continuous pseudo labels [B, H, W, C]; needed with `cpl`. */
+  readonly cpl?: ArrayLike<number>
+  /** GC region [B, H, W], 0/1; needed with `gc`. */
+  readonly gc?: ArrayLike<number>
+}
+
+/** One pass's part of the loss: its weighted terms and dL/dlogits of that pass. */
+export interface BranchLoss {
+  readonly terms: Partial<Record<LossTerm, number>>
+  readonly dLogits: Float32Array
+}
+
+/** A branch's logits and probabilities, and the gradients its terms add up. */
+const branchOf = (logits: ArrayLike<number>, probabilities: ArrayLike<number>) => ({
+  logits,
+  probabilities,
+  dLogits: new Float64Array(logits.length),
+  dProbabilities: undefined as Float64Array | undefined,
+})
+type Branch = ReturnType<typeof branchOf>
+
+const viaSoftmax = (b: Branch) => (b.dProbabilities ??= new Float64Array(b.logits.length))
+
+const gradientOf = (b: Branch, classes: number): Float32Array => {
+  if (b.dProbabilities !== undefined)
+    softmaxBackward(b.probabilities, b.dProbabilities, classes, b.dLogits)
+  return Float32Array.from(b.dLogits)
+}
+
+/**
+ * The terms of the original images' pass: pCE, L_e and L_cpl (each with its flag), and their
+ * gradient with respect to that pass's logits. Nothing here needs the masked pass.
+ */
+export const originalBranchLoss = (
+  config: LossConfig,
+  targets: LossTargets,
+  logits: ArrayLike<number>,
+  probabilities: ArrayLike<number>,
+  classes: number,
+): BranchLoss => {
+  const b = branchOf(logits, probabilities)
+  const terms: Partial<Record<LossTerm, number>> = {}
+  if (config.pce)
+    terms.pce = partialCrossEntropy(
+      logits,
+      targets.scribbles,
+      targets.unlabelled,
+      classes,
+      1,
+      b.dLogits,
+    ).value
+  if (config.gc) {
+    const gc = required(targets.gc, 'gc', 'gc')
+    const enhanced = enhancedPrediction(probabilities, gc, classes)
+    const w = config.lambdaGc
+    terms.gc = w * cosineDistance(enhanced, probabilities, classes, w, viaSoftmax(b)).value
+  }
+  if (config.cpl) {
+    const w = config.lambdaCpl
+    const cpl = required(targets.cpl, 'cpl', 'cpl')
+    terms.cpl = w * cplLoss(probabilities, cpl, classes, w, viaSoftmax(b)).value
+  }
+  return { terms, dLogits: gradientOf(b, classes) }
+}
+
+/**
+ * The terms of the masked images' pass (MCM): beta pCE and L_mcm against the original pass's
+ * probabilities `reference` (detached), and their gradient with respect to the masked logits.
+ */
+export const maskedBranchLoss = (
+  config: LossConfig,
+  targets: LossTargets,
+  logits: ArrayLike<number>,
+  probabilities: ArrayLike<number>,
+  reference: ArrayLike<number>,
+  classes: number,
+): BranchLoss => {
+  const b = branchOf(logits, probabilities)
+  const terms: Partial<Record<LossTerm, number>> = {}
+  if (config.pce) {
+    const w = config.beta
+    terms.pceMasked =
+      w *
+      partialCrossEntropy(logits, targets.scribbles, targets.unlabelled, classes, w, b.dLogits)
+        .value
+  }
+  const w = config.lambdaMcm
+  terms.mcm = w * cosineDistance(reference, probabilities, classes, w, viaSoftmax(b)).value
+  return { terms, dLogits: gradientOf(b, classes) }
+}
+
+/** The terms in the order the total adds them. */
+export const LOSS_TERMS: readonly LossTerm[] = ['pce', 'pceMasked', 'mcm', 'gc', 'cpl']
+
+/** The total of weighted terms, added in one fixed order whichever branch gave which. */
+export const totalLoss = (terms: Partial<Record<LossTerm, number>>): number =>
+  LOSS_TERMS.reduce((sum, k) => sum + (terms[k] ?? 0), 0)
+
+/**
+ * The MaCo loss of one batch, its weighted parts and its gradients (see the module comment):
+ * the tensors read once, then each branch's terms as loops over the pixels in float64.
  */
 export const lossWithGradients = (config: LossConfig, inputs: LossInputs): LossWithGradients => {
-  const { logits, scribbles, unlabelled } = inputs
+  const { logits } = inputs
   const maskedLogits = config.mcm ? required(inputs.maskedLogits, 'mcm', 'maskedLogits') : undefined
-  const cpl = config.cpl ? required(inputs.cpl, 'cpl', 'cpl') : undefined
-  const gc = config.gc ? required(inputs.gc, 'gc', 'gc') : undefined
-  const classes = logits.shape[3]
-  const labels = scribbles.dataSync()
-  const terms: Partial<Record<LossTerm, number>> = {}
-  /** Gradients of one branch: with respect to its logits directly, and to P = softmax. */
-  const branch = (z: tf.Tensor4D) => {
-    const values = z.dataSync()
-    return {
-      logits: values,
-      probabilities: readsOnlyAsync() ? softmax(values, classes) : backendSoftmax(z),
-      dLogits: new Float64Array(values.length),
-      dProbabilities: undefined as Float64Array | undefined,
-    }
+  const shape = logits.shape
+  const classes = shape[3]
+  const targets: LossTargets = {
+    scribbles: inputs.scribbles.dataSync(),
+    unlabelled: inputs.unlabelled,
+    cpl: config.cpl ? required(inputs.cpl, 'cpl', 'cpl').dataSync() : undefined,
+    gc: config.gc ? required(inputs.gc, 'gc', 'gc').dataSync() : undefined,
   }
-  type Branch = ReturnType<typeof branch>
-  /** Records a term, weighted; `term` adds its gradient, times the weight, where it belongs. */
-  const add = (name: LossTerm, weight: number, term: (weight: number) => Term) => {
-    terms[name] = weight * term(weight).value
-  }
-  const viaSoftmax = (b: Branch) => (b.dProbabilities ??= new Float64Array(b.logits.length))
-  const original = branch(logits)
-  if (config.pce)
-    add('pce', 1, (w) =>
-      partialCrossEntropy(original.logits, labels, unlabelled, classes, w, original.dLogits),
-    )
-  const masked = maskedLogits === undefined ? undefined : branch(maskedLogits)
-  if (masked !== undefined) {
-    if (config.pce)
-      add('pceMasked', config.beta, (w) =>
-        partialCrossEntropy(masked.logits, labels, unlabelled, classes, w, masked.dLogits),
-      )
-    add('mcm', config.lambdaMcm, (w) =>
-      cosineDistance(original.probabilities, masked.probabilities, classes, w, viaSoftmax(masked)),
-    )
-  }
-  if (gc !== undefined) {
-    const enhanced = enhancedPrediction(original.probabilities, gc.dataSync(), classes)
-    add('gc', config.lambdaGc, (w) =>
-      cosineDistance(enhanced, original.probabilities, classes, w, viaSoftmax(original)),
-    )
-  }
-  if (cpl !== undefined)
-    add('cpl', config.lambdaCpl, (w) =>
-      cplLoss(original.probabilities, cpl.dataSync(), classes, w, viaSoftmax(original)),
-    )
-  const gradient = (b: Branch): tf.Tensor4D => {
-    if (b.dProbabilities !== undefined)
-      softmaxBackward(b.probabilities, b.dProbabilities, classes, b.dLogits)
-    return tf.tensor4d(Float32Array.from(b.dLogits), logits.shape)
-  }
-  const parts = Object.values(terms)
+  const originalLogits = logits.dataSync() as Float32Array
+  const originalProbabilities = probabilitiesOf(originalLogits, shape)
+  const original = originalBranchLoss(
+    config,
+    targets,
+    originalLogits,
+    originalProbabilities,
+    classes,
+  )
+  const masked =
+    maskedLogits === undefined
+      ? undefined
+      : ((z: Float32Array) =>
+          maskedBranchLoss(
+            config,
+            targets,
+            z,
+            probabilitiesOf(z, shape),
+            originalProbabilities,
+            classes,
+          ))(maskedLogits.dataSync() as Float32Array)
+  const terms = { ...original.terms, ...masked?.terms }
   return {
-    total: tf.scalar(parts.reduce((a, b) => a + b, 0)),
-    terms: Object.fromEntries(Object.entries(terms).map(([k, v]) => [k, tf.scalar(v)])),
+    total: tf.scalar(totalLoss(terms)),
+    terms: Object.fromEntries(
+      LOSS_TERMS.filter((k) => k in terms).map((k) => [k, tf.scalar(terms[k] as number)]),
+    ),
     gradients: {
-      logits: gradient(original),
-      ...(masked === undefined ? {} : { maskedLogits: gradient(masked) }),
+      logits: tf.tensor4d(original.dLogits, shape),
+      ...(masked === undefined ? {} : { maskedLogits: tf.tensor4d(masked.dLogits, shape) }),
     },
   }
 }

@@ -84,7 +84,7 @@ export const forwardOutputs = (batchNorms: readonly string[]): string[] => [
 ]
 
 /** A pass's batch statistics as tfjs tensors. */
-const batchStats = (stats: HostPass['stats']): BatchStats =>
+export const batchStats = (stats: HostPass['stats']): BatchStats =>
   Object.fromEntries(
     Object.entries(stats).map(([bn, [mean, variance]]) => [
       bn,

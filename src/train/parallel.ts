@@ -3,31 +3,58 @@
  * in Node, so this is how a step uses both cores). A MaCo step has two passes of the same
  * weights, on the original and on the masked images: with two workers each runs one, with
  * its whole batch, so batch-norm statistics are exactly those of the single-threaded step.
- * The loss, Adam and the moving averages stay on the calling thread (see `step.ts`): per
- * pass the workers receive the weights and images and send back the logits, batch
- * statistics and, given dL/dlogits, the weight gradients, as transferred Float32Arrays.
+ * Adam and the moving averages stay on the calling thread (see `step.ts`): per pass the
+ * workers receive the weights and images and send back the logits, batch statistics and,
+ * given dL/dlogits, the weight gradients, as transferred Float32Arrays. With the MaCo loss
+ * as data (`withLoss`) each worker also evaluates its pass's branch of the loss and runs
+ * the backward straight away, the two workers linked by a port for the one thing the
+ * masked branch needs of the original (its probabilities): the step then has no stop on
+ * this thread between the forwards and the backwards, where both cores would wait for it.
  *
  * @example
  * const passes = await workerPasses(spec, 'wasm', 2)
  * await trainStep(passes, state, batch, loss, { seed, step }) // both passes at once
+ * await trainStep(passes, state, batch, { kind: 'maco', config, targets }, { seed, step }) // the loss there too
  * await passes.close()
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import type { Worker } from 'node:worker_threads'
-import type { BatchStats } from '../model/tfjs-unet.ts'
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads'
+import type { LossConfig, LossTargets, LossTerm } from '../maco/losses.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { singleThreaded, type EngineName } from './engine.ts'
 import { loadNative } from './ort-native.ts'
-import { ortInference, ortPasses } from './ort-passes.ts'
+import { batchStats, ortInference, ortPasses } from './ort-passes.ts'
 import { loadOrtWebGpu, ortWebGpuPasses, type WebGpuOrt } from './ort-webgpu.ts'
 import { inProcess, type Pass, type Passes } from './step.ts'
 import { tsWorker } from '../util/ts-worker.ts'
 import { elementCount } from '../util/shape.ts'
 
+/**
+ * The MaCo loss of a forward, for its worker to evaluate (parallel-worker.ts): which branch,
+ * the targets, and the step's number `pair`, which the original branch's probabilities carry
+ * to the masked branch's worker (sent when `peer`).
+ */
+export type WorkerLoss = {
+  readonly config: LossConfig
+  readonly targets: LossTargets
+  readonly pair: number
+} & ({ readonly branch: 'original'; readonly peer: boolean } | { readonly branch: 'masked' })
+
+/** Between the two workers: the original pass's probabilities of a step, or why there are none. */
+export type ToPeer =
+  | { readonly pair: number; readonly probabilities: Float32Array; readonly failed?: undefined }
+  | { readonly pair: number; readonly failed: string }
+
 /** Messages to a worker. */
 export type ToWorker =
-  | { readonly type: 'init'; readonly spec: UNetSpec; readonly engine: EngineName }
+  | {
+      readonly type: 'init'
+      readonly spec: UNetSpec
+      readonly engine: EngineName
+      /** The other worker of a pair, for `WorkerLoss`. */
+      readonly peer?: MessagePort
+    }
   | {
       readonly type: 'forward'
       readonly id: number
@@ -35,6 +62,8 @@ export type ToWorker =
       readonly image: Float32Array
       readonly shape: readonly [number, number, number, number]
       readonly seed: readonly (string | number)[]
+      /** With it, the whole pass: the reply is 'passed'. */
+      readonly loss?: WorkerLoss
     }
   | { readonly type: 'backward'; readonly id: number; readonly dLogits: Float32Array }
 
@@ -49,6 +78,13 @@ export type FromWorker =
       readonly stats: Readonly<Record<string, readonly [Float32Array, Float32Array]>>
     }
   | { readonly type: 'gradients'; readonly id: number; readonly grads: Float32Array }
+  | {
+      readonly type: 'passed'
+      readonly id: number
+      readonly stats: Readonly<Record<string, readonly [Float32Array, Float32Array]>>
+      readonly terms: Partial<Record<LossTerm, number>>
+      readonly grads: Float32Array
+    }
   | { readonly type: 'failed'; readonly id: number; readonly message: string }
 
 type Shapes = readonly { readonly name: string; readonly shape: readonly number[] }[]
@@ -150,18 +186,30 @@ export const workerPasses = async (
       pending.set(id, { resolve, reject })
       w.postMessage(m, transfer)
     })
+  // The pair's link for the masked branch (`withLoss`): the original pass runs on the first.
+  const link = count === 2 ? new MessageChannel() : undefined
+  const peers: (MessagePort | undefined)[] = [link?.port1, link?.port2]
   // Init requests share id -1: answer them one worker at a time.
   try {
-    for (const w of workers) await request(w, { type: 'init', spec, engine }, -1)
+    for (const [i, w] of workers.entries()) {
+      const peer = peers[i]
+      await request(w, { type: 'init', spec, engine, peer }, -1, peer ? [peer as never] : [])
+    }
   } catch (e) {
     await Promise.all(workers.map((w) => w.terminate()))
     throw e
   }
 
   const trainable = parameterShapes(spec).filter((p) => p.trainable)
-  const forward: Passes['forward'] = async (params, images, seeds) => {
+  /** Sends each image's forward to its worker; `loss` gives a forward its `WorkerLoss`. */
+  const sendForwards = (
+    params: Parameters<Passes['forward']>[0],
+    images: readonly tf.Tensor4D[],
+    seeds: readonly (readonly (string | number)[])[],
+    loss?: (i: number) => WorkerLoss,
+  ) => {
     const weights = pack(parameterShapes(spec), (n) => params[n].dataSync() as Float32Array)
-    const replies = await Promise.all(
+    return Promise.all(
       images.map((image, i) => {
         const id = nextId++
         const data = (image.dataSync() as Float32Array).slice()
@@ -169,22 +217,32 @@ export const workerPasses = async (
         const copy = i === images.length - 1 ? weights : weights.slice()
         const shape = image.shape as [number, number, number, number]
         const w = workers[i % workers.length]
-        return request(
-          w,
-          { type: 'forward', id, weights: copy, image: data, shape, seed: seeds[i] },
+        const m: ToWorker = {
+          type: 'forward',
           id,
-          [copy.buffer as ArrayBuffer, data.buffer as ArrayBuffer],
-        ).then((m) => ({ m, w, id }))
+          weights: copy,
+          image: data,
+          shape,
+          seed: seeds[i],
+          ...(loss ? { loss: loss(i) } : {}),
+        }
+        return request(w, m, id, [copy.buffer as ArrayBuffer, data.buffer as ArrayBuffer]).then(
+          (reply) => ({ m: reply, w, id }),
+        )
       }),
     )
+  }
+  const gradientTensors = (packed: Float32Array) => {
+    const grads = unpack(trainable, packed)
+    return Object.fromEntries(
+      trainable.map((p) => [p.name, tf.tensor(grads[p.name], [...p.shape])]),
+    )
+  }
+  const forward: Passes['forward'] = async (params, images, seeds) => {
+    const replies = await sendForwards(params, images, seeds)
     return replies.map(({ m, w, id }): Pass => {
       if (m.type !== 'forwarded') throw new Error(`unexpected reply '${m.type}' to a forward`)
-      const stats: BatchStats = Object.fromEntries(
-        Object.entries(m.stats).map(([name, [mean, variance]]) => [
-          name,
-          { mean: tf.tensor1d(mean), variance: tf.tensor1d(variance) },
-        ]),
-      )
+      const stats = batchStats(m.stats)
       return {
         logits: tf.tensor4d(m.logits, [...m.shape]),
         stats,
@@ -196,18 +254,38 @@ export const workerPasses = async (
           ])
           if (reply.type !== 'gradients')
             throw new Error(`unexpected reply '${reply.type}' to a backward`)
-          const grads = unpack(trainable, reply.grads)
-          return Object.fromEntries(
-            trainable.map((p) => [p.name, tf.tensor(grads[p.name], [...p.shape])]),
-          )
+          return gradientTensors(reply.grads)
         },
       }
     })
+  }
+  let pairs = 0
+  const withLoss: Passes['withLoss'] = async (params, images, seeds, { config, targets }) => {
+    const pair = pairs++
+    // What each branch reads: the masked one only the scribbles.
+    const original = { config, targets, pair, branch: 'original', peer: images.length > 1 } as const
+    const masked = {
+      config,
+      targets: { scribbles: targets.scribbles, unlabelled: targets.unlabelled },
+      pair,
+      branch: 'masked',
+    } as const
+    const replies = await sendForwards(params, images, seeds, (i) => (i === 0 ? original : masked))
+    const passed = replies.map(({ m }) => {
+      if (m.type !== 'passed') throw new Error(`unexpected reply '${m.type}' to a whole pass`)
+      return m
+    })
+    return {
+      stats: passed.map((m) => batchStats(m.stats)),
+      terms: Object.assign({}, ...passed.map((m) => m.terms)),
+      grads: passed.map((m) => gradientTensors(m.grads)),
+    }
   }
   // Between the steps the workers wait: validation takes their cores on this thread.
   const native = engine === 'onnxruntime' ? loadNative() : undefined
   return {
     forward,
+    ...(count === 2 ? { withLoss } : {}),
     ...(native && E.isRight(native) ? { inference: ortInference(native.right, spec, count) } : {}),
     close: async () => void (await Promise.all(workers.map((w) => w.terminate()))),
   }

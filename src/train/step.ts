@@ -5,19 +5,32 @@
  * `computeGradients` is the step without the optimizer, for a trainer that brings its own.
  *
  * Where the passes run is a `Passes` runner: `inProcess` runs them one after the other
- * on this thread's engine; `parallel.ts` runs them at once on worker threads. The loss
- * always runs here, on the logits the runner hands back, so it can be any closure:
- * `(logits, maskedLogits, batch) => scalar`, differentiated by tfjs (a `tf.customGrad`
- * loss such as `macoLoss` brings its own gradients).
+ * on this thread's engine; `parallel.ts` runs them at once on worker threads. The loss is
+ * either any closure `(logits, maskedLogits, batch) => scalar`, run here on the logits the
+ * runner hands back and differentiated by tfjs (a `tf.customGrad` loss such as `macoLoss`
+ * brings its own gradients), or the MaCo loss as data (`MacoStepLoss`): its branches then
+ * run where the passes ran when the runner can (`Passes.withLoss`: each worker its own, with
+ * no stop on this thread between forward and backward), else here.
  *
  * @example
  * let state = initialState(spec, toParams(spec, initialWeights(spec, 42)))
  * const passes = inProcess(spec)
  * const r = await trainStep(passes, state, { image, masked, scribbles }, loss, { seed: 42, step: 0 })
  * state = r.state // r.loss: number
+ * const maco = { kind: 'maco', config: DEFAULT_LOSS, targets: (b) => b.targets } // or as data
  */
 import * as tf from '@tensorflow/tfjs-core'
-import { readsOnlyAsync } from '../maco/losses.ts'
+import {
+  LOSS_TERMS,
+  maskedBranchLoss,
+  originalBranchLoss,
+  probabilitiesOf,
+  readsOnlyAsync,
+  totalLoss,
+  type LossConfig,
+  type LossTargets,
+  type LossTerm,
+} from '../maco/losses.ts'
 import {
   forwardTrain,
   predictLogits,
@@ -57,11 +70,29 @@ export interface StepBatch {
   readonly masked?: tf.Tensor4D
 }
 
-export type StepLoss<B extends StepBatch> = (
+/** A loss of the logits as tfjs differentiates it. */
+export type ClosureLoss<B extends StepBatch> = (
   logits: tf.Tensor4D,
   maskedLogits: tf.Tensor4D | undefined,
   batch: B,
 ) => tf.Scalar
+
+export type LossTerms = Partial<Record<LossTerm, number>>
+
+/**
+ * The MaCo loss as data: its config and a batch's targets on the host, so that each pass's
+ * branch of it (losses.ts, `originalBranchLoss` and `maskedBranchLoss`) can run wherever
+ * that pass ran.
+ */
+export interface MacoStepLoss<B extends StepBatch> {
+  readonly kind: 'maco'
+  readonly config: LossConfig
+  readonly targets: (batch: B) => LossTargets
+  /** Each weighted term of the step, for the log. */
+  readonly onTerms?: (terms: LossTerms) => void
+}
+
+export type StepLoss<B extends StepBatch> = ClosureLoss<B> | MacoStepLoss<B>
 
 /** One training forward pass, wherever it ran; its logits live on this thread's engine. */
 export interface Pass {
@@ -90,6 +121,21 @@ export interface Passes {
     images: readonly tf.Tensor4D[],
     dropoutSeeds: readonly (readonly (string | number)[])[],
   ) => Promise<Pass[]>
+  /**
+   * The whole of a step's passes with the MaCo loss evaluated where they run: the batch
+   * statistics (the caller's to free), the weighted terms and each pass's gradients.
+   * Absent: `forward` and the loss on this thread.
+   */
+  readonly withLoss?: (
+    params: Params,
+    images: readonly tf.Tensor4D[],
+    dropoutSeeds: readonly (readonly (string | number)[])[],
+    loss: { readonly config: LossConfig; readonly targets: LossTargets },
+  ) => Promise<{
+    readonly stats: readonly BatchStats[]
+    readonly terms: LossTerms
+    readonly grads: readonly Record<string, tf.Tensor>[]
+  }>
   /** How validation runs the network on this engine; absent: tfjs on this thread. */
   readonly inference?: (params: Params) => Promise<Inference>
   readonly close: () => Promise<void>
@@ -214,11 +260,44 @@ export const computeGradients = async <B extends StepBatch>(
 ): Promise<Gradients> => {
   const images = batch.masked ? [batch.image, batch.masked] : [batch.image]
   const names = ['original', 'masked'].slice(0, images.length)
-  const runs = await passes.forward(
-    params,
-    images,
-    names.map((n) => [at.seed, 'dropout', at.step, n]),
+  const seeds = names.map((n) => [at.seed, 'dropout', at.step, n])
+  let next = params
+  // Before the backwards, which free the passes' statistics.
+  const moveAverages = (stats: readonly BatchStats[]) => {
+    for (const s of movingStats === 'every-pass' ? stats : stats.slice(0, 1))
+      next = updateMovingStats(next, s)
+  }
+  const passed =
+    typeof loss === 'function'
+      ? await closurePasses(passes, params, images, seeds, batch, loss, moveAverages)
+      : await macoPasses(passes, params, images, seeds, loss, loss.targets(batch), moveAverages)
+  const perPass = passed.grads
+  if (perPass.length === 1) return { params: next, grads: perPass[0], loss: passed.loss }
+  const grads = Object.fromEntries(
+    Object.keys(perPass[0]).map((n) => [n, tf.add(perPass[0][n], perPass[1][n])]),
   )
+  tf.dispose(perPass.flatMap((g) => Object.values(g)))
+  return { params: next, grads, loss: passed.loss }
+}
+
+/** What the passes of a step and its loss gave, before the moving averages and the sum. */
+interface Passed {
+  readonly grads: readonly Record<string, tf.Tensor>[]
+  readonly loss: number
+}
+
+/** The passes on the runner, a closure loss on this thread, differentiated by tfjs. */
+const closurePasses = async <B extends StepBatch>(
+  passes: Passes,
+  params: Params,
+  images: readonly tf.Tensor4D[],
+  seeds: readonly (readonly (string | number)[])[],
+  batch: B,
+  loss: ClosureLoss<B>,
+  onStats: (stats: readonly BatchStats[]) => void,
+): Promise<Passed> => {
+  const runs = await passes.forward(params, images, seeds)
+  onStats(runs.map((r) => r.stats))
   // The loss reads its inputs synchronously: bring them to the host first where that waits
   // (the logits and the batch's targets; the images, already on the GPU, it never reads).
   if (readsOnlyAsync()) {
@@ -229,9 +308,6 @@ export const computeGradients = async <B extends StepBatch>(
         .map((t) => t.data()),
     )
   }
-  let next = params
-  for (const r of movingStats === 'every-pass' ? runs : runs.slice(0, 1))
-    next = updateMovingStats(next, r.stats)
   const { value, grads: dLogits } = tf.valueAndGrads(
     (logits: tf.Tensor, maskedLogits?: tf.Tensor) =>
       loss(logits as tf.Tensor4D, maskedLogits as tf.Tensor4D | undefined, batch),
@@ -239,14 +315,66 @@ export const computeGradients = async <B extends StepBatch>(
   tf.dispose(runs.map((r) => r.logits))
   const lossValue = (await value.data())[0]
   value.dispose()
-  const perPass = await Promise.all(runs.map((r, i) => r.backward(dLogits[i] as tf.Tensor4D)))
+  const grads = await Promise.all(runs.map((r, i) => r.backward(dLogits[i] as tf.Tensor4D)))
   tf.dispose(dLogits)
-  if (perPass.length === 1) return { params: next, grads: perPass[0], loss: lossValue }
-  const grads = Object.fromEntries(
-    Object.keys(perPass[0]).map((n) => [n, tf.add(perPass[0][n], perPass[1][n])]),
+  return { grads, loss: lossValue }
+}
+
+/**
+ * The MaCo loss's branches where the runner runs them (`withLoss`), else here between its
+ * forwards and backwards. The total and terms are rounded to float32, as a tfjs scalar of the
+ * same sum would be.
+ */
+const macoPasses = async (
+  passes: Passes,
+  params: Params,
+  images: readonly tf.Tensor4D[],
+  seeds: readonly (readonly (string | number)[])[],
+  loss: Pick<MacoStepLoss<StepBatch>, 'config' | 'onTerms'>,
+  targets: LossTargets,
+  onStats: (stats: readonly BatchStats[]) => void,
+): Promise<Passed> => {
+  const { config } = loss
+  const reported = (terms: LossTerms) => {
+    loss.onTerms?.(
+      Object.fromEntries(
+        LOSS_TERMS.filter((k) => k in terms).map((k) => [k, Math.fround(terms[k] as number)]),
+      ),
+    )
+    return { loss: Math.fround(totalLoss(terms)) }
+  }
+  if (config.mcm !== images.length > 1)
+    throw new TypeError(
+      config.mcm ? 'the mcm loss term needs the masked images' : 'masked images without mcm',
+    )
+  if (passes.withLoss) {
+    const r = await passes.withLoss(params, images, seeds, { config, targets })
+    onStats(r.stats)
+    tf.dispose(r.stats.flatMap((s) => Object.values(s).flatMap((b) => [b.mean, b.variance])))
+    return { grads: r.grads, ...reported(r.terms) }
+  }
+  const runs = await passes.forward(params, images, seeds)
+  onStats(runs.map((r) => r.stats))
+  const shape = runs[0].logits.shape
+  const classes = shape[3]
+  const logits = await Promise.all(runs.map(async (r) => (await r.logits.data()) as Float32Array))
+  tf.dispose(runs.map((r) => r.logits))
+  const reference = probabilitiesOf(logits[0], shape)
+  const branches = [
+    originalBranchLoss(config, targets, logits[0], reference, classes),
+    ...logits
+      .slice(1)
+      .map((z) =>
+        maskedBranchLoss(config, targets, z, probabilitiesOf(z, shape), reference, classes),
+      ),
+  ]
+  const grads = await Promise.all(
+    runs.map((r, i) => {
+      const d = tf.tensor4d(branches[i].dLogits, shape)
+      return r.backward(d).finally(() => d.dispose())
+    }),
   )
-  tf.dispose(perPass.flatMap((g) => Object.values(g)))
-  return { params: next, grads, loss: lossValue }
+  return { grads, ...reported(Object.assign({}, ...branches.map((b) => b.terms))) }
 }
 
 export interface StepResult {

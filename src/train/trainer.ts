@@ -37,7 +37,7 @@ import * as t from 'io-ts'
 import { appendFile, mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { dice } from '../eval/metrics.ts'
-import { macoLoss, type LossInputs } from '../maco/losses.ts'
+import type { LossTargets } from '../maco/losses.ts'
 import { maskBatch, maskingOptions, type MaskingOptions } from '../maco/masking.ts'
 import { initialWeights, toParams, type Params } from '../model/tfjs-unet.ts'
 import type { UNetSpec } from '../model/unet.ts'
@@ -55,6 +55,7 @@ import {
   tfjsInference,
   trainStep,
   type Inference,
+  type MacoStepLoss,
   type Passes,
   type StepBatch,
   type TrainState,
@@ -183,9 +184,7 @@ const means = (s: Sums) => ({
 })
 
 interface Batch extends StepBatch {
-  readonly scribbles: tf.Tensor3D
-  readonly gc: tf.Tensor3D
-  readonly cpl: tf.Tensor4D
+  readonly targets: LossTargets
 }
 
 /** A training slice as one step sees it: augmented, then cropped, each draw seeded by step and slice. */
@@ -235,13 +234,11 @@ const hostBatch = (
 }
 type HostBatch = ReturnType<typeof hostBatch>
 
-/** A step's tensors, freed by the step. */
-const batchTensors = (config: TrainConfig, a: HostBatch): Batch => ({
+/** A step's images as tensors (freed by the step); the loss reads its targets on the host. */
+const batchOf = (config: TrainConfig, a: HostBatch): Batch => ({
   image: tf.tensor4d(a.image, [...a.shape, 1]),
   ...(a.masked ? { masked: tf.tensor4d(a.masked, [...a.shape, 1]) } : {}),
-  scribbles: tf.tensor3d(Int32Array.from(a.scribbles), [...a.shape], 'int32'),
-  gc: tf.tensor3d(a.gc, [...a.shape]),
-  cpl: tf.tensor4d(a.cpl, [...a.shape, config.classes.length]),
+  targets: { scribbles: a.scribbles, unlabelled: config.unlabelled, gc: a.gc, cpl: a.cpl },
 })
 
 /** `f()` once this turn of the event loop is over: while the step awaits its workers. */
@@ -255,20 +252,6 @@ const afterThisTurn = <T>(f: () => T): Promise<T> =>
       }
     }),
   )
-
-const lossInputs = (
-  config: TrainConfig,
-  logits: tf.Tensor4D,
-  masked: tf.Tensor4D | undefined,
-  b: Batch,
-): LossInputs => ({
-  logits,
-  maskedLogits: masked,
-  scribbles: b.scribbles,
-  unlabelled: config.unlabelled,
-  cpl: b.cpl,
-  gc: b.gc,
-})
 
 /** Adam's settings at step `step` (0-based) of `total`. */
 const adamAt = (config: TrainConfig, step: number, total: number) => ({
@@ -309,10 +292,14 @@ const stepRunner = (
 ): StepRunner => {
   const view = sliceView(config)
   let terms: Sums['terms'] = {}
-  const loss = (logits: tf.Tensor4D, masked: tf.Tensor4D | undefined, b: Batch): tf.Scalar =>
-    macoLoss(config.loss, lossInputs(config, logits, masked, b), (t) => {
+  const loss: MacoStepLoss<Batch> = {
+    kind: 'maco',
+    config: config.loss,
+    targets: (b) => b.targets,
+    onTerms: (t) => {
       terms = t
-    })
+    },
+  }
   const make = (indices: readonly number[], step: number) =>
     hostBatch(config, masking, slices, indices, step, view)
   let ahead:
@@ -327,7 +314,7 @@ const stepRunner = (
       batch.catch(() => {})
       ahead = { step: step + 1, key: next.join(), batch }
     }
-    const batch = batchTensors(config, made)
+    const batch = batchOf(config, made)
     try {
       const result = await trainStep(
         passes,
@@ -340,7 +327,7 @@ const stepRunner = (
       )
       return { ...result, terms }
     } finally {
-      tf.dispose(Object.values(batch))
+      tf.dispose([batch.image, ...(batch.masked ? [batch.masked] : [])])
     }
   }
 }

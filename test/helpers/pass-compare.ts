@@ -16,8 +16,11 @@ import {
   inProcess,
   trainStep,
   type Inference,
+  type LossTerms,
   type Passes,
+  type StepLoss,
 } from '../../src/train/step.ts'
+import { DEFAULT_LOSS, macoLoss, type LossTargets } from '../../src/maco/losses.ts'
 import { networkSpec } from '../../src/train/recipe.ts'
 import { validate } from '../../src/train/trainer.ts'
 import { prepared, tiny } from './tiny-training.ts'
@@ -153,22 +156,68 @@ export const tiedPool = () => {
   return { x, g, dx, dims, model }
 }
 
+/** The step losses `trainSteps` can take: a small closure, or the MaCo loss as closure or as data. */
+export type StepsLoss = 'small' | 'maco-closure' | 'maco-data'
+
 /**
  * `steps` training steps of two passes (a batch of two 32 x 32 noise images and a rectified
- * copy) under a small loss of both passes' logits: the losses, the final weights, and the
- * tensor count after each step.
+ * copy) under a loss of both passes' logits (`kind`; the MaCo ones on random scribbles, CPL
+ * and GC): the losses, each step's weighted terms (MaCo), the final weights, and the tensor
+ * count after each step.
  */
-export const trainSteps = async (spec: UNetSpec, passes: Passes, steps: number) => {
+export const trainSteps = async (
+  spec: UNetSpec,
+  passes: Passes,
+  steps: number,
+  kind: StepsLoss = 'small',
+) => {
   const rng = seeded(2, 'parallel')
   const image = tf.tensor4d(
     Float32Array.from({ length: 2 * 32 * 32 }, () => rng.normal()),
     [2, 32, 32, 1],
   )
   const data = { image, masked: tf.relu(image) as tf.Tensor4D }
-  const loss = (a: tf.Tensor4D, b: tf.Tensor4D | undefined) =>
-    tf.tidy(() =>
-      tf.add(tf.mean(tf.square(tf.sub(tf.softmax(a), 0.25))), tf.mean(tf.abs(tf.sub(a, b!)))),
-    ) as tf.Scalar
+  const classes = spec.options.classes
+  const targets: LossTargets = {
+    scribbles: Uint8Array.from({ length: 2 * 32 * 32 }, () =>
+      rng.uniform() < 0.2 ? rng.int(classes) : classes,
+    ),
+    unlabelled: classes,
+    cpl: Float32Array.from({ length: 2 * 32 * 32 * classes }, () =>
+      rng.uniform() < 0.3 ? rng.uniform() : 0,
+    ),
+    gc: Float32Array.from({ length: 2 * 32 * 32 }, (_, i) =>
+      Number((i % 32) + ((i >> 5) % 32) < 40),
+    ),
+  }
+  const terms: LossTerms[] = []
+  const onTerms = (t: LossTerms) => void terms.push(t)
+  const loss: StepLoss<typeof data> =
+    kind === 'maco-data'
+      ? { kind: 'maco', config: DEFAULT_LOSS, targets: () => targets, onTerms }
+      : kind === 'maco-closure'
+        ? (logits, maskedLogits) =>
+            tf.tidy(() =>
+              macoLoss(
+                DEFAULT_LOSS,
+                {
+                  logits,
+                  maskedLogits,
+                  unlabelled: classes,
+                  scribbles: tf.tensor3d(Int32Array.from(targets.scribbles), [2, 32, 32], 'int32'),
+                  cpl: tf.tensor4d(targets.cpl as Float32Array, [2, 32, 32, classes]),
+                  gc: tf.tensor3d(targets.gc as Float32Array, [2, 32, 32]),
+                },
+                onTerms,
+              ),
+            )
+        : (a, b) =>
+            tf.tidy(() =>
+              tf.add(
+                tf.mean(tf.square(tf.sub(tf.softmax(a), 0.25))),
+                tf.mean(tf.abs(tf.sub(a, b!))),
+              ),
+            ) as tf.Scalar
   let state = initialState(spec, toParams(spec, initialWeights(spec, 2)))
   const losses: number[] = []
   const counts: number[] = []
@@ -183,7 +232,7 @@ export const trainSteps = async (spec: UNetSpec, passes: Passes, steps: number) 
   )
   disposeState(state)
   tf.dispose(Object.values(data))
-  return { losses, weights, counts }
+  return { losses, terms, weights, counts }
 }
 
 /**

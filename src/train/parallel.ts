@@ -19,7 +19,12 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import * as E from 'fp-ts/lib/Either.js'
-import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads'
+import {
+  MessageChannel,
+  type MessagePort,
+  type TransferListItem,
+  type Worker,
+} from 'node:worker_threads'
 import type { LossConfig, LossTargets, LossTerm } from '../maco/losses.ts'
 import { parameterShapes, type UNetSpec } from '../model/unet.ts'
 import { singleThreaded, type EngineName } from './engine.ts'
@@ -181,7 +186,7 @@ export const workerPasses = async (
     })
     return w
   })
-  const request = (w: Worker, m: ToWorker, id: number, transfer: ArrayBuffer[] = []) =>
+  const request = (w: Worker, m: ToWorker, id: number, transfer: TransferListItem[] = []) =>
     new Promise<FromWorker>((resolve, reject) => {
       pending.set(id, { resolve, reject })
       w.postMessage(m, transfer)
@@ -193,7 +198,7 @@ export const workerPasses = async (
   try {
     for (const [i, w] of workers.entries()) {
       const peer = peers[i]
-      await request(w, { type: 'init', spec, engine, peer }, -1, peer ? [peer as never] : [])
+      await request(w, { type: 'init', spec, engine, peer }, -1, peer ? [peer] : [])
     }
   } catch (e) {
     await Promise.all(workers.map((w) => w.terminate()))

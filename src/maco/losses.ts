@@ -395,12 +395,40 @@ export const maskedBranchLoss = (
   return { terms, dLogits: gradientOf(b, classes) }
 }
 
+/**
+ * Both branches on this thread: the original pass's logits first, the masked pass's (with
+ * `mcm`) second, NHWC of `shape`; each pass's `BranchLoss`, in that order.
+ */
+export const branchLosses = (
+  config: LossConfig,
+  targets: LossTargets,
+  logits: readonly Float32Array[],
+  shape: readonly [number, number, number, number],
+): BranchLoss[] => {
+  const classes = shape[3]
+  const [original, ...masked] = logits
+  const reference = probabilitiesOf(original, shape)
+  return [
+    originalBranchLoss(config, targets, original, reference, classes),
+    ...masked.map((z) =>
+      maskedBranchLoss(config, targets, z, probabilitiesOf(z, shape), reference, classes),
+    ),
+  ]
+}
+
 /** The terms in the order the total adds them. */
 export const LOSS_TERMS: readonly LossTerm[] = ['pce', 'pceMasked', 'mcm', 'gc', 'cpl']
 
 /** The total of weighted terms, added in one fixed order whichever branch gave which. */
 export const totalLoss = (terms: Partial<Record<LossTerm, number>>): number =>
   LOSS_TERMS.reduce((sum, k) => sum + (terms[k] ?? 0), 0)
+
+/** The terms given, each through `f`, in `LOSS_TERMS` order (the order the log shows them). */
+export const mapTerms = <T>(
+  terms: Partial<Record<LossTerm, number>>,
+  f: (value: number) => T,
+): Partial<Record<LossTerm, T>> =>
+  Object.fromEntries(LOSS_TERMS.filter((k) => k in terms).map((k) => [k, f(terms[k] as number)]))
 
 /**
  * The MaCo loss of one batch, its weighted parts and its gradients (see the module comment):
@@ -410,44 +438,24 @@ export const lossWithGradients = (config: LossConfig, inputs: LossInputs): LossW
   const { logits } = inputs
   const maskedLogits = config.mcm ? required(inputs.maskedLogits, 'mcm', 'maskedLogits') : undefined
   const shape = logits.shape
-  const classes = shape[3]
   const targets: LossTargets = {
     scribbles: inputs.scribbles.dataSync(),
     unlabelled: inputs.unlabelled,
     cpl: config.cpl ? required(inputs.cpl, 'cpl', 'cpl').dataSync() : undefined,
     gc: config.gc ? required(inputs.gc, 'gc', 'gc').dataSync() : undefined,
   }
-  const originalLogits = logits.dataSync() as Float32Array
-  const originalProbabilities = probabilitiesOf(originalLogits, shape)
-  const original = originalBranchLoss(
+  const branches = branchLosses(
     config,
     targets,
-    originalLogits,
-    originalProbabilities,
-    classes,
+    [logits, ...(maskedLogits ? [maskedLogits] : [])].map((z) => z.dataSync() as Float32Array),
+    shape,
   )
-  const masked =
-    maskedLogits === undefined
-      ? undefined
-      : ((z: Float32Array) =>
-          maskedBranchLoss(
-            config,
-            targets,
-            z,
-            probabilitiesOf(z, shape),
-            originalProbabilities,
-            classes,
-          ))(maskedLogits.dataSync() as Float32Array)
-  const terms = { ...original.terms, ...masked?.terms }
+  const terms = Object.assign({}, ...branches.map((b) => b.terms))
+  const [original, masked] = branches.map((b) => tf.tensor4d(b.dLogits, shape))
   return {
     total: tf.scalar(totalLoss(terms)),
-    terms: Object.fromEntries(
-      LOSS_TERMS.filter((k) => k in terms).map((k) => [k, tf.scalar(terms[k] as number)]),
-    ),
-    gradients: {
-      logits: tf.tensor4d(original.dLogits, shape),
-      ...(masked === undefined ? {} : { maskedLogits: tf.tensor4d(masked.dLogits, shape) }),
-    },
+    terms: mapTerms(terms, (v) => tf.scalar(v)),
+    gradients: { logits: original, ...(masked === undefined ? {} : { maskedLogits: masked }) },
   }
 }
 

@@ -21,10 +21,8 @@
  */
 import * as tf from '@tensorflow/tfjs-core'
 import {
-  LOSS_TERMS,
-  maskedBranchLoss,
-  originalBranchLoss,
-  probabilitiesOf,
+  branchLosses,
+  mapTerms,
   readsOnlyAsync,
   totalLoss,
   type LossConfig,
@@ -336,11 +334,7 @@ const macoPasses = async (
 ): Promise<Passed> => {
   const { config } = loss
   const reported = (terms: LossTerms) => {
-    loss.onTerms?.(
-      Object.fromEntries(
-        LOSS_TERMS.filter((k) => k in terms).map((k) => [k, Math.fround(terms[k] as number)]),
-      ),
-    )
+    loss.onTerms?.(mapTerms(terms, Math.fround))
     return { loss: Math.fround(totalLoss(terms)) }
   }
   if (config.mcm !== images.length > 1)
@@ -356,18 +350,9 @@ const macoPasses = async (
   const runs = await passes.forward(params, images, seeds)
   onStats(runs.map((r) => r.stats))
   const shape = runs[0].logits.shape
-  const classes = shape[3]
   const logits = await Promise.all(runs.map(async (r) => (await r.logits.data()) as Float32Array))
   tf.dispose(runs.map((r) => r.logits))
-  const reference = probabilitiesOf(logits[0], shape)
-  const branches = [
-    originalBranchLoss(config, targets, logits[0], reference, classes),
-    ...logits
-      .slice(1)
-      .map((z) =>
-        maskedBranchLoss(config, targets, z, probabilitiesOf(z, shape), reference, classes),
-      ),
-  ]
+  const branches = branchLosses(config, targets, logits, shape)
   const grads = await Promise.all(
     runs.map((r, i) => {
       const d = tf.tensor4d(branches[i].dLogits, shape)
